@@ -1,0 +1,35 @@
+# Every target bootstraps .venv first; on a fresh clone `make test` and `make book` need nothing else.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= ci
+
+.PHONY: test book bench data lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+book: $(STAMP)
+	$(PY) -m analysis_lib reproduce --profile $(PROFILE)
+
+bench: $(STAMP)
+	$(PY) benchmarks/simulator.py
+	$(PY) benchmarks/sparse_ops.py
+
+data: $(STAMP)
+	$(PY) -m analysis_lib data make --profile $(PROFILE)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf _build book/executed book/_build

@@ -1,0 +1,17 @@
+"""The library's own exceptions: one base class, one subclass per domain."""
+
+
+class AnalysisError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class DataError(AnalysisError, ValueError):
+    """A data file, product or array is missing, malformed or inconsistent."""
+
+
+class ConfigError(AnalysisError, ValueError):
+    """A setting, argument or profile parameter is out of range or unknown."""
+
+
+class EngineError(AnalysisError, ValueError):
+    """The sparse engine was given inconsistent tensors, coordinates or weights."""

@@ -1,0 +1,493 @@
+"""The particle transport engine: a stack-based Monte Carlo compiled with numba.
+
+One call of :func:`transport` follows every primary of an event and all its descendants through
+liquid argon (physics-spec v1, §2–4) and returns energy-deposit points and a particle table.
+
+Heavy tracks (μ, π, p) step 1 mm at a time with the mean loss dT/dR of the CSDA tables, split into
+a continuous restricted part with Gaussian noise and explicit δ-rays above 0.1 MeV; electrons step
+1 mm with collision loss, Poisson bremsstrahlung and Highland scattering; photons fly exponential
+distances and Compton-scatter (Klein–Nishina) or convert. Every deposit carries its owner (a row of
+the particle table), its semantic class and its primary-ionization flag; every row keeps an energy
+ledger (in, deposited, handed to tabled children, escaped or invisible) so bookkeeping can be checked.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from analysis_lib.sim import constants as c
+from analysis_lib.sim.tables import DLN_T, LN_T0, N_GRID, Row
+
+# Kinds of stack entries (small ints, not PDG codes, so the engine can branch cheaply).
+ELECTRON, POSITRON, PHOTON, MUON_MINUS, MUON_PLUS, PION_PLUS, PION_MINUS, PROTON = range(8)
+KIND_TO_PDG = np.array([11, -11, 22, 13, -13, 211, -211, 2212])
+PROCESS_NAMES = (
+    "primary", "muIoni", "hIoni", "Decay", "muMinusCaptureAtRest",
+    "protonInelastic", "pi+Inelastic", "pi-Inelastic", "hBertiniCaptureAtRest",
+)
+P_PRIMARY, P_MUIONI, P_HIONI, P_DECAY, P_MUCAPTURE, P_PINEL, P_PIPINEL, P_PIMINEL, P_CAPTURE = (
+    range(9)
+)
+
+# Columns of the stack rows.
+S_KIND, S_X, S_Y, S_Z, S_DX, S_DY, S_DZ, S_T, S_OWNER, S_SEM, S_PRIM = range(11)
+STACK_WIDTH = 11
+# Columns of the particle-table rows.
+(T_KIND, T_PARENT, T_ROOT, T_PROCESS, T_X0, T_Y0, T_Z0, T_X1, T_Y1, T_Z1, T_KE, T_DX, T_DY, T_DZ,
+ T_SEM, T_EIN, T_EDEP, T_ECHILD, T_EOUT, T_INTERACTION) = range(20)
+TABLE_WIDTH = 20
+# Columns of the deposit rows.
+D_X, D_Y, D_Z, D_E, D_OWNER, D_SEM, D_PRIM = range(7)
+DEPOSIT_WIDTH = 7
+
+# Indices into the settings vector passed to the engine (see :class:`PhysicsConfig`).
+(Q_STEP_HEAVY, Q_STEP_E, Q_SPACING, Q_LAMBDA_P, Q_LAMBDA_PI, Q_CAPTURE, Q_MARGIN,
+ Q_ECUT, Q_KCUT) = range(9)
+SETTINGS_WIDTH = 9
+
+ME = c.ELECTRON_MASS_MEV
+X0 = c.RADIATION_LENGTH_CM
+MASSES = np.array([ME, ME, 0.0, c.MUON_MASS_MEV, c.MUON_MASS_MEV, c.PION_MASS_MEV,
+                   c.PION_MASS_MEV, c.PROTON_MASS_MEV])
+
+
+@njit(cache=True)
+def _lookup(tab, row, t):
+    """Linear interpolation of a table row in ln T."""
+    u = (math.log(max(t, 1e-12)) - LN_T0) / DLN_T
+    if u <= 0.0:
+        return tab[row, 0]
+    if u >= N_GRID - 1:
+        return tab[row, N_GRID - 1]
+    i = int(u)
+    f = u - i
+    return tab[row, i] * (1.0 - f) + tab[row, i + 1] * f
+
+
+@njit(cache=True)
+def _rotate(dx, dy, dz, cost, phi):
+    """Direction at polar angle acos(cost), azimuth phi, around the unit vector (dx, dy, dz)."""
+    sint = math.sqrt(max(0.0, 1.0 - cost * cost))
+    # an orthonormal pair perpendicular to d
+    if abs(dz) < 0.9:
+        ax, ay, az = -dy, dx, 0.0
+    else:
+        ax, ay, az = 0.0, -dz, dy
+    n = math.sqrt(ax * ax + ay * ay + az * az)
+    ax, ay, az = ax / n, ay / n, az / n
+    bx, by, bz = dy * az - dz * ay, dz * ax - dx * az, dx * ay - dy * ax
+    cp, sp = math.cos(phi), math.sin(phi)
+    nx = cost * dx + sint * (cp * ax + sp * bx)
+    ny = cost * dy + sint * (cp * ay + sp * by)
+    nz = cost * dz + sint * (cp * az + sp * bz)
+    n = math.sqrt(nx * nx + ny * ny + nz * nz)
+    return nx / n, ny / n, nz / n
+
+
+@njit(cache=True)
+def _isotropic(rng):
+    cost = 2.0 * rng.random() - 1.0
+    phi = 2.0 * math.pi * rng.random()
+    sint = math.sqrt(1.0 - cost * cost)
+    return sint * math.cos(phi), sint * math.sin(phi), cost
+
+
+@njit(cache=True)
+def _grow(arr, n):
+    """``arr`` with room for at least one more row after ``n`` rows (doubling)."""
+    if n < arr.shape[0]:
+        return arr
+    out = np.empty((arr.shape[0] * 2, arr.shape[1]))
+    out[:n] = arr[:n]
+    return out
+
+
+@njit(cache=True)
+def _deposit(dep, nd, x, y, z, e, owner, sem, prim, table):
+    dep = _grow(dep, nd[0])
+    i = nd[0]
+    dep[i, D_X], dep[i, D_Y], dep[i, D_Z], dep[i, D_E] = x, y, z, e
+    dep[i, D_OWNER], dep[i, D_SEM], dep[i, D_PRIM] = owner, sem, prim
+    nd[0] += 1
+    table[int(owner), T_EDEP] += e
+    return dep
+
+
+@njit(cache=True)
+def _deposit_segment(dep, nd, x, y, z, dx, dy, dz, length, e, owner, sem, prim, table, spacing):
+    """Spread energy ``e`` evenly over points every ``spacing`` cm along a straight segment."""
+    n = max(1, int(math.ceil(length / spacing)))
+    for k in range(n):
+        s = (k + 0.5) * length / n
+        dep = _deposit(dep, nd, x + s * dx, y + s * dy, z + s * dz, e / n, owner, sem, prim, table)
+    return dep
+
+
+@njit(cache=True)
+def _push(stack, ns, kind, x, y, z, dx, dy, dz, t, owner, sem, prim):
+    stack = _grow(stack, ns[0])
+    i = ns[0]
+    stack[i, S_KIND], stack[i, S_X], stack[i, S_Y], stack[i, S_Z] = kind, x, y, z
+    stack[i, S_DX], stack[i, S_DY], stack[i, S_DZ], stack[i, S_T] = dx, dy, dz, t
+    stack[i, S_OWNER], stack[i, S_SEM], stack[i, S_PRIM] = owner, sem, prim
+    ns[0] += 1
+    return stack
+
+
+@njit(cache=True)
+def _new_row(table, nt, kind, parent, process, x, y, z, dx, dy, dz, t, sem, interaction):
+    table = _grow(table, nt[0])
+    i = nt[0]
+    table[i, :] = 0.0
+    table[i, T_KIND], table[i, T_PARENT], table[i, T_PROCESS] = kind, parent, process
+    table[i, T_ROOT] = i if parent < 0 else table[int(parent), T_ROOT]
+    table[i, T_X0], table[i, T_Y0], table[i, T_Z0] = x, y, z
+    table[i, T_X1], table[i, T_Y1], table[i, T_Z1] = x, y, z
+    table[i, T_DX], table[i, T_DY], table[i, T_DZ] = dx, dy, dz
+    table[i, T_KE], table[i, T_EIN], table[i, T_SEM] = t, t, sem
+    table[i, T_INTERACTION] = interaction
+    nt[0] += 1
+    return table
+
+
+@njit(cache=True)
+def _outside(x, y, z, lo, hi, margin):
+    return (x < lo[0] - margin or y < lo[1] - margin or z < lo[2] - margin
+            or x > hi[0] + margin or y > hi[1] + margin or z > hi[2] + margin)
+
+
+@njit(cache=True)
+def _kappa(p_mev):
+    """LAr-tuned Highland constant (MeV), with p held at >= 0.1 GeV/c where the fit was made."""
+    p_gev = max(p_mev * 1e-3, 0.1)
+    return 0.1049 / (p_gev * p_gev) + 11.0038
+
+
+@njit(cache=True)
+def _scatter(rng, dx, dy, dz, t, mass, step):
+    """Highland multiple scattering over ``step`` cm (no log term), as two Gaussian projections."""
+    p = math.sqrt(t * (t + 2.0 * mass))
+    beta = p / (t + mass)
+    theta0 = _kappa(p) / (beta * p) * math.sqrt(step / X0)
+    tx = rng.normal() * theta0
+    ty = rng.normal() * theta0
+    theta = math.sqrt(tx * tx + ty * ty)
+    if theta > math.pi:
+        theta = math.pi
+    return _rotate(dx, dy, dz, math.cos(theta), math.atan2(ty, tx))
+
+
+@njit(cache=True)
+def _michel_energy(rng):
+    """Total energy (MeV) from dN/dx ∝ x²(3 − 2x), x = 2E/m_μ, by rejection (max of pdf = 1)."""
+    while True:
+        x = rng.random()
+        if rng.random() <= x * x * (3.0 - 2.0 * x):
+            return x * c.MICHEL_ENDPOINT_MEV
+
+
+@njit(cache=True)
+def _delta_ray_mean_energy(t, mass, beta2, tmax, wcut):
+    """Mean energy (MeV/cm) carried by δ-rays above ``wcut`` (spin-1/2 cross-section)."""
+    if tmax <= wcut:
+        return 0.0
+    etot = t + mass
+    cst = c.DELTA_RAY_CONSTANT_MEV_CM / beta2
+    return cst * (math.log(tmax / wcut) - beta2 * (tmax - wcut) / tmax
+                  + (tmax * tmax - wcut * wcut) / (4.0 * etot * etot))
+
+
+@njit(cache=True)
+def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, table, nt, q, lo, hi):
+    """Follow one μ/π/p (table row ``row``) to its end; push its secondaries."""
+    mass = MASSES[kind]
+    sem = 0 if kind == PROTON else 1
+    if kind == PROTON:
+        r_row, s_row, lam = Row.RANGE_PROTON, Row.DEDX_PROTON, q[Q_LAMBDA_P]
+    elif kind == PION_PLUS or kind == PION_MINUS:
+        r_row, s_row, lam = Row.RANGE_PION, Row.DEDX_PION, q[Q_LAMBDA_PI]
+    else:
+        r_row, s_row, lam = Row.RANGE_MUON, Row.DEDX_MUON, 0.0
+    step, spacing, wcut, margin = q[Q_STEP_HEAVY], q[Q_SPACING], c.DELTA_CUT_MEV, q[Q_MARGIN]
+    delta_process = P_MUIONI if kind == MUON_MINUS or kind == MUON_PLUS else P_HIONI
+    interaction = table[row, T_INTERACTION]
+    while t > 0.0:
+        if _outside(x, y, z, lo, hi, margin):
+            table[row, T_EOUT] += t
+            t = 0.0
+            break
+        residual = _lookup(tab, r_row, t)
+        if residual <= step:
+            dep = _deposit_segment(dep, nd, x, y, z, dx, dy, dz, residual, t, row, sem, 0,
+                                   table, spacing)
+            x, y, z = x + residual * dx, y + residual * dy, z + residual * dz
+            t = 0.0
+            break
+        if lam > 0.0 and rng.random() < step / lam:
+            stack, table = _hadronic_interaction(rng, x, y, z, t, row, kind, stack, ns, table,
+                                                 nt, interaction)
+            t = 0.0
+            break
+        gamma = (t + mass) / mass
+        beta2 = 1.0 - 1.0 / (gamma * gamma)
+        ratio = ME / mass
+        tmax = 2.0 * ME * beta2 * gamma * gamma / (1.0 + 2.0 * gamma * ratio + ratio * ratio)
+        mean_delta = _delta_ray_mean_energy(t, mass, beta2, tmax, wcut) * step
+        xi = c.DELTA_RAY_CONSTANT_MEV_CM * step / beta2
+        sigma = math.sqrt(xi * wcut * (1.0 - 0.5 * beta2))
+        e_cont = max(0.0, _lookup(tab, s_row, t) * step - mean_delta + sigma * rng.normal())
+        e_delta = 0.0
+        if tmax > wcut:
+            inv_lo, inv_hi = 1.0 / wcut, 1.0 / tmax
+            n_env = rng.poisson(c.DELTA_RAY_CONSTANT_MEV_CM / beta2 * (inv_lo - inv_hi) * step)
+            etot = t + mass
+            for _ in range(n_env):
+                td = 1.0 / (inv_lo - rng.random() * (inv_lo - inv_hi))
+                if rng.random() > 1.0 - beta2 * td / tmax + td * td / (2.0 * etot * etot):
+                    continue
+                if e_cont + e_delta + td >= t:
+                    break
+                e_delta += td
+                s = rng.random() * step
+                px, py, pz = x + s * dx, y + s * dy, z + s * dz
+                pe = math.sqrt(td * (td + 2.0 * ME))
+                pmax = math.sqrt(tmax * (tmax + 2.0 * ME))
+                cost = min(1.0, td / pe * pmax / tmax)
+                ex, ey, ez = _rotate(dx, dy, dz, cost, 2.0 * math.pi * rng.random())
+                if td >= q[Q_ECUT]:
+                    table[row, T_ECHILD] += td
+                    table = _new_row(table, nt, ELECTRON, row, delta_process, px, py, pz,
+                                     ex, ey, ez, td, 3, interaction)
+                    stack = _push(stack, ns, ELECTRON, px, py, pz, ex, ey, ez, td, nt[0] - 1, 3, 1)
+                else:
+                    reach = _lookup(tab, Row.RANGE_ELECTRON, td)
+                    dep = _deposit(dep, nd, px + reach * ex, py + reach * ey, pz + reach * ez,
+                                   td, row, sem, 0, table)
+        e_cont = min(e_cont, t - e_delta)
+        dep = _deposit_segment(dep, nd, x, y, z, dx, dy, dz, step, e_cont, row, sem, 0, table,
+                               spacing)
+        x, y, z = x + step * dx, y + step * dy, z + step * dz
+        t -= e_cont + e_delta
+        if t > 0.0:
+            dx, dy, dz = _scatter(rng, dx, dy, dz, t, mass, step)
+    table[row, T_X1], table[row, T_Y1], table[row, T_Z1] = x, y, z
+    stack, table = _at_rest(rng, kind, row, x, y, z, stack, ns, table, nt, q, interaction)
+    return stack, dep, table
+
+
+@njit(cache=True)
+def _hadronic_interaction(rng, x, y, z, t, row, kind, stack, ns, table, nt, interaction):
+    """End a p/π track in flight: 0–2 protons with T ~ U(0, T/2); the rest is invisible."""
+    process = P_PINEL if kind == PROTON else (P_PIPINEL if kind == PION_PLUS else P_PIMINEL)
+    given = 0.0
+    for _ in range(int(rng.integers(0, 3))):
+        tp = rng.random() * 0.5 * t
+        dx, dy, dz = _isotropic(rng)
+        given += tp
+        table = _new_row(table, nt, PROTON, row, process, x, y, z, dx, dy, dz, tp, 0, interaction)
+        stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, 0, 0)
+    table[row, T_ECHILD] += given
+    table[row, T_EOUT] += t - given
+    return stack, table
+
+
+@njit(cache=True)
+def _at_rest(rng, kind, row, x, y, z, stack, ns, table, nt, q, interaction):
+    """Decay or capture of a stopped μ/π: Michel electrons, π → μ, π⁻ absorption."""
+    if kind == MUON_PLUS or (kind == MUON_MINUS and rng.random() >= q[Q_CAPTURE]):
+        e_kind = POSITRON if kind == MUON_PLUS else ELECTRON
+        process = P_DECAY if kind == MUON_PLUS else P_MUCAPTURE
+        te = max(_michel_energy(rng) - ME, 1e-3)
+        dx, dy, dz = _isotropic(rng)
+        table = _new_row(table, nt, e_kind, row, process, x, y, z, dx, dy, dz, te, 4, interaction)
+        stack = _push(stack, ns, e_kind, x, y, z, dx, dy, dz, te, nt[0] - 1, 4, 1)
+    elif kind == PION_PLUS:
+        dx, dy, dz = _isotropic(rng)
+        tm = c.PION_DECAY_MUON_KE_MEV
+        table = _new_row(table, nt, MUON_PLUS, row, P_DECAY, x, y, z, dx, dy, dz, tm, 1,
+                         interaction)
+        stack = _push(stack, ns, MUON_PLUS, x, y, z, dx, dy, dz, tm, nt[0] - 1, 1, 0)
+    elif kind == PION_MINUS:
+        for _ in range(int(rng.integers(0, 3))):
+            tp = 10.0 + 50.0 * rng.random()
+            dx, dy, dz = _isotropic(rng)
+            table = _new_row(table, nt, PROTON, row, P_CAPTURE, x, y, z, dx, dy, dz, tp, 0,
+                             interaction)
+            stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, 0, 0)
+    return stack, table
+
+
+@njit(cache=True)
+def _brems_integral(t, kc):
+    """∫_{kc}^{T} (4/3 − 4/3 y + y²) dk/k with y = k/E."""
+    e = t + ME
+    return (4.0 / 3.0) * math.log(t / kc) - (4.0 / 3.0) * (t - kc) / e + (t * t - kc * kc) / (
+        2.0 * e * e)
+
+
+@njit(cache=True)
+def _brems_photon_energy(rng, t, kc):
+    e = t + ME
+    while True:
+        k = kc * math.exp(rng.random() * math.log(t / kc))
+        y = k / e
+        if rng.random() * (4.0 / 3.0) <= 4.0 / 3.0 - 4.0 / 3.0 * y + y * y:
+            return k
+
+
+@njit(cache=True)
+def _electron(rng, tab, kind, x, y, z, dx, dy, dz, t, owner, sem, prim, stack, ns, dep, nd,
+              table, q, lo, hi):
+    """Follow one e±: 1 mm steps with collision loss, brems and scattering; below the tracking
+    cut the rest is laid on a straight segment of its CSDA range. A positron annihilates."""
+    step, spacing, kc, margin = q[Q_STEP_E], q[Q_SPACING], q[Q_KCUT], q[Q_MARGIN]
+    while True:
+        if _outside(x, y, z, lo, hi, margin):
+            table[owner, T_EOUT] += t
+            return stack, dep
+        if t < q[Q_ECUT]:
+            reach = _lookup(tab, Row.RANGE_ELECTRON, t)
+            dep = _deposit_segment(dep, nd, x, y, z, dx, dy, dz, reach, t, owner, sem, prim,
+                                   table, spacing)
+            x, y, z = x + reach * dx, y + reach * dy, z + reach * dz
+            break
+        e_col = min(_lookup(tab, Row.SCOL_ELECTRON, t) * step, t)
+        t_rad = t - e_col
+        if t_rad > kc:
+            f = _lookup(tab, Row.BREMS_F, t)
+            n_brems = rng.poisson(f * step / X0 * _brems_integral(t, kc))
+            for _ in range(n_brems):
+                if t_rad <= kc:
+                    break
+                k = _brems_photon_energy(rng, t_rad, kc)
+                t_rad -= k
+                s = rng.random() * step
+                stack = _push(stack, ns, PHOTON, x + s * dx, y + s * dy, z + s * dz, dx, dy, dz,
+                              k, owner, sem, 0)
+        dep = _deposit_segment(dep, nd, x, y, z, dx, dy, dz, step, e_col, owner, sem, prim,
+                               table, spacing)
+        x, y, z = x + step * dx, y + step * dy, z + step * dz
+        t = t_rad
+        if t <= 0.0:
+            break
+        dx, dy, dz = _scatter(rng, dx, dy, dz, t, ME, step)
+    if kind == POSITRON:
+        table[owner, T_EIN] += 2.0 * ME
+        ax, ay, az = _isotropic(rng)
+        stack = _push(stack, ns, PHOTON, x, y, z, ax, ay, az, ME, owner, sem, 0)
+        stack = _push(stack, ns, PHOTON, x, y, z, -ax, -ay, -az, ME, owner, sem, 0)
+    return stack, dep
+
+
+@njit(cache=True)
+def _klein_nishina(rng, k0):
+    """Geant4's sampling of ε = E'/E for Compton scattering; returns (ε, 1 − cos θ)."""
+    eps0 = 1.0 / (1.0 + 2.0 * k0)
+    eps0sq = eps0 * eps0
+    alpha1 = -math.log(eps0)
+    alpha2 = alpha1 + 0.5 * (1.0 - eps0sq)
+    while True:
+        if alpha1 > alpha2 * rng.random():
+            eps = math.exp(-alpha1 * rng.random())
+            epssq = eps * eps
+        else:
+            epssq = eps0sq + (1.0 - eps0sq) * rng.random()
+            eps = math.sqrt(epssq)
+        onecost = (1.0 - eps) / (eps * k0)
+        sint2 = onecost * (2.0 - onecost)
+        if 1.0 - eps * sint2 / (1.0 + epssq) >= rng.random():
+            return eps, onecost
+
+
+@njit(cache=True)
+def _urban_u(rng):
+    a = 0.625 if rng.random() < 9.0 / 36.0 else 1.875
+    return -math.log(max(rng.random() * rng.random(), 1e-300)) / a
+
+
+@njit(cache=True)
+def _photon(rng, tab, x, y, z, dx, dy, dz, e, owner, sem, stack, ns, dep, nd, table, q, lo, hi):
+    """Follow one photon through Compton scatters to conversion, escape or a point deposit."""
+    margin = q[Q_MARGIN]
+    while e >= c.PHOTON_POINT_DEPOSIT_MEV:
+        d = rng.exponential(_lookup(tab, Row.LAMBDA_PHOTON, e))
+        x, y, z = x + d * dx, y + d * dy, z + d * dz
+        if _outside(x, y, z, lo, hi, margin):
+            table[owner, T_EOUT] += e
+            return stack, dep
+        if rng.random() < _lookup(tab, Row.PAIR_FRACTION, e):
+            eps = ME / e + rng.random() * (1.0 - 2.0 * ME / e)
+            phi = 2.0 * math.pi * rng.random()
+            for kind, share, azimuth in ((ELECTRON, eps, phi), (POSITRON, 1.0 - eps, phi + math.pi)):
+                etot = share * e
+                theta = min(_urban_u(rng) * ME / etot, math.pi)
+                ex, ey, ez = _rotate(dx, dy, dz, math.cos(theta), azimuth)
+                stack = _push(stack, ns, kind, x, y, z, ex, ey, ez, max(etot - ME, 0.0), owner,
+                              sem, 0)
+            table[owner, T_EIN] -= 2.0 * ME
+            return stack, dep
+        eps, onecost = _klein_nishina(rng, e / ME)
+        e_out = eps * e
+        nx, ny, nz = _rotate(dx, dy, dz, 1.0 - onecost, 2.0 * math.pi * rng.random())
+        px, py, pz = e * dx - e_out * nx, e * dy - e_out * ny, e * dz - e_out * nz
+        norm = math.sqrt(px * px + py * py + pz * pz)
+        if norm > 0.0:
+            stack = _push(stack, ns, ELECTRON, x, y, z, px / norm, py / norm, pz / norm,
+                          e - e_out, owner, sem, 0)
+        else:
+            dep = _deposit(dep, nd, x, y, z, e - e_out, owner, sem, 0, table)
+        e, dx, dy, dz = e_out, nx, ny, nz
+    dep = _deposit(dep, nd, x, y, z, e, owner, sem, 0, table)
+    return stack, dep
+
+
+@njit(cache=True)
+def transport(primaries, tab, q, lo, hi, rng):
+    """Simulate one event.
+
+    Parameters
+    ----------
+    primaries : (P, 9) float64
+        kind, x, y, z (cm), dx, dy, dz, kinetic energy (MeV), interaction id.
+    tab : (rows, N_GRID) float64
+        :data:`analysis_lib.sim.tables.TABLES`.
+    q : (SETTINGS_WIDTH,) float64
+        Engine settings, indexed by the ``Q_*`` constants.
+    lo, hi : (3,) float64
+        Corners of the image (cm); particles farther than ``q[Q_MARGIN]`` outside are dropped.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    deposits : (M, DEPOSIT_WIDTH) float64
+    table : (K, TABLE_WIDTH) float64
+    """
+    stack = np.empty((256, STACK_WIDTH))
+    dep = np.empty((1 << 14, DEPOSIT_WIDTH))
+    table = np.empty((64, TABLE_WIDTH))
+    ns, nd, nt = np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64)
+    for i in range(primaries.shape[0]):
+        kind = int(primaries[i, 0])
+        x, y, z = primaries[i, 1], primaries[i, 2], primaries[i, 3]
+        dx, dy, dz, t = primaries[i, 4], primaries[i, 5], primaries[i, 6], primaries[i, 7]
+        sem = 0 if kind == PROTON else (2 if kind <= PHOTON else 1)
+        table = _new_row(table, nt, kind, -1, P_PRIMARY, x, y, z, dx, dy, dz, t, sem,
+                         primaries[i, 8])
+        stack = _push(stack, ns, kind, x, y, z, dx, dy, dz, t, nt[0] - 1, sem, 0)
+    while ns[0] > 0:
+        ns[0] -= 1
+        s = stack[ns[0]].copy()
+        kind, owner = int(s[S_KIND]), int(s[S_OWNER])
+        sem, prim = int(s[S_SEM]), int(s[S_PRIM])
+        x, y, z, dx, dy, dz, t = s[S_X], s[S_Y], s[S_Z], s[S_DX], s[S_DY], s[S_DZ], s[S_T]
+        if kind == PHOTON:
+            stack, dep = _photon(rng, tab, x, y, z, dx, dy, dz, t, owner, sem, stack, ns, dep, nd,
+                                 table, q, lo, hi)
+        elif kind == ELECTRON or kind == POSITRON:
+            stack, dep = _electron(rng, tab, kind, x, y, z, dx, dy, dz, t, owner, sem, prim,
+                                   stack, ns, dep, nd, table, q, lo, hi)
+        else:
+            stack, dep, table = _heavy(rng, tab, kind, owner, x, y, z, dx, dy, dz, t, stack, ns,
+                                       dep, nd, table, nt, q, lo, hi)
+    return dep[: nd[0]].copy(), table[: nt[0]].copy()
