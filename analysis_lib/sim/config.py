@@ -47,9 +47,15 @@ class PhysicsConfig:
     rain_margin_cm: float = 30.0
 
     def __post_init__(self) -> None:
-        positive = ("heavy_step_cm", "electron_step_cm", "deposit_spacing_cm",
-                    "proton_inelastic_length_cm", "pion_inelastic_length_cm",
-                    "electron_tracking_cut_mev", "brems_photon_cut_mev")
+        positive = (
+            "heavy_step_cm",
+            "electron_step_cm",
+            "deposit_spacing_cm",
+            "proton_inelastic_length_cm",
+            "pion_inelastic_length_cm",
+            "electron_tracking_cut_mev",
+            "brems_photon_cut_mev",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be > 0")
@@ -57,16 +63,22 @@ class PhysicsConfig:
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 0")
         if not 0.0 <= self.muon_capture_probability <= 1.0:
-            raise ConfigError(f"muon_capture_probability={self.muon_capture_probability} "
-                              "must lie in [0, 1]")
+            raise ConfigError(
+                f"muon_capture_probability={self.muon_capture_probability} must lie in [0, 1]"
+            )
         if self.rain_margin_cm > self.tracking_margin_cm:
-            raise ConfigError(f"rain_margin_cm={self.rain_margin_cm} exceeds tracking_margin_cm="
-                              f"{self.tracking_margin_cm}: rain would be dropped before it starts")
-        for lo, hi in (("mpv_min_particles", "mpv_max_particles"),
-                       ("rain_min_particles", "rain_max_particles")):
+            raise ConfigError(
+                f"rain_margin_cm={self.rain_margin_cm} exceeds tracking_margin_cm="
+                f"{self.tracking_margin_cm}: rain would be dropped before it starts"
+            )
+        for lo, hi in (
+            ("mpv_min_particles", "mpv_max_particles"),
+            ("rain_min_particles", "rain_max_particles"),
+        ):
             if not 0 <= getattr(self, lo) <= getattr(self, hi):
-                raise ConfigError(f"need 0 <= {lo} <= {hi}, got {getattr(self, lo)}, "
-                                  f"{getattr(self, hi)}")
+                raise ConfigError(
+                    f"need 0 <= {lo} <= {hi}, got {getattr(self, lo)}, {getattr(self, hi)}"
+                )
 
     def with_overrides(self, **overrides: object) -> "PhysicsConfig":
         """A copy with some settings changed; an unknown name is a ConfigError listing the valid."""

@@ -36,22 +36,35 @@ class SimEvent:
     size: int
 
 
-def simulate_event(rng: np.random.Generator, size: int, cfg: PhysicsConfig,
-                   keep_deposits: bool = False) -> SimEvent:
+def simulate_event(
+    rng: np.random.Generator, size: int, cfg: PhysicsConfig, keep_deposits: bool = False
+) -> SimEvent:
     """Transport the primaries of one event and voxelize the deposits into a ``size``³ image."""
     size_cm = size * c.VOXEL_CM
     primaries = sample_primaries(rng, size_cm, cfg)
     return simulate_primaries(rng, primaries, size, cfg, keep_deposits)
 
 
-def simulate_primaries(rng: np.random.Generator, primaries: np.ndarray, size: int,
-                       cfg: PhysicsConfig, keep_deposits: bool = False) -> SimEvent:
+def simulate_primaries(
+    rng: np.random.Generator,
+    primaries: np.ndarray,
+    size: int,
+    cfg: PhysicsConfig,
+    keep_deposits: bool = False,
+) -> SimEvent:
     """Transport given primaries (rows as in :func:`sample_primaries`) and voxelize."""
     lo = np.zeros(3)
     hi = np.full(3, size * c.VOXEL_CM)
     deposits, table = tr.transport(primaries, TABLES, cfg.engine_settings(), lo, hi, rng)
-    voxels = voxelize(deposits, table, size, c.VOXEL_CM, cfg.smear_sigma_mm, cfg.threshold_mev,
-                      cfg.delta_merge_voxels)
+    voxels = voxelize(
+        deposits,
+        table,
+        size,
+        c.VOXEL_CM,
+        cfg.smear_sigma_mm,
+        cfg.threshold_mev,
+        cfg.delta_merge_voxels,
+    )
     return SimEvent(voxels, table, deposits if keep_deposits else None, size)
 
 
@@ -77,8 +90,10 @@ def particle_rows(event: SimEvent) -> np.ndarray:
     rows["interaction_type"] = t[:, tr.T_INTERACTION].astype(np.int64)
     for axis, name in enumerate(("px", "py", "pz")):
         rows[name] = p * t[:, tr.T_DX + axis]
-    for field, cols in (("vtx", (tr.T_X0, tr.T_Y0, tr.T_Z0)), ("end_pt", (tr.T_X1, tr.T_Y1,
-                                                                          tr.T_Z1))):
+    for field, cols in (
+        ("vtx", (tr.T_X0, tr.T_Y0, tr.T_Z0)),
+        ("end_pt", (tr.T_X1, tr.T_Y1, tr.T_Z1)),
+    ):
         for axis, col in zip("xyz", cols, strict=True):
             rows[field][axis] = t[:, col]
     rows["energy_init"] = ke + mass
@@ -95,8 +110,9 @@ def particle_rows(event: SimEvent) -> np.ndarray:
     return rows
 
 
-def project(coords: np.ndarray, columns: dict[str, np.ndarray], axes: tuple[int, int]
-            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def project(
+    coords: np.ndarray, columns: dict[str, np.ndarray], axes: tuple[int, int]
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Project 3D voxels on the plane of ``axes``: energy summed, label the minimum (the same
     priority rule as in 3D), primary-ionization flag and particle index of the largest voxel."""
     size = int(coords.max()) + 1 if len(coords) else 1
@@ -124,19 +140,28 @@ def _products(event: SimEvent, dim: int) -> dict:
         views = []
         for pid, (axes, _) in enumerate(PROJECTIONS):
             coords2, cols2 = project(v.coords, columns, axes)
-            views.append((ImageMeta((size,) * 2, (c.VOXEL_CM,) * 2, (0.0,) * 2, pid), coords2,
-                          cols2))
-    sparse = {f"{prefix}_{name}": [(m, xy, cols[key].astype(np.float32)) for m, xy, cols in views]
-              for name, key in (("data", "energy"), ("fivetypes", "label"),
-                                ("primion", "prim_ion"), ("index", "owner"))}
+            views.append(
+                (ImageMeta((size,) * 2, (c.VOXEL_CM,) * 2, (0.0,) * 2, pid), coords2, cols2)
+            )
+    sparse = {
+        f"{prefix}_{name}": [(m, xy, cols[key].astype(np.float32)) for m, xy, cols in views]
+        for name, key in (
+            ("data", "energy"),
+            ("fivetypes", "label"),
+            ("primion", "prim_ion"),
+            ("index", "owner"),
+        )
+    }
     products = {"sparse": sparse}
     if dim == 3:
         meta, coords, cols = views[0]
         n = len(event.table)
         order = np.argsort(cols["owner"], kind="stable")
         bounds = np.searchsorted(cols["owner"][order], np.arange(n + 1))
-        clusters = [(coords[order[a:b]], cols["energy"][order[a:b]])
-                    for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        clusters = [
+            (coords[order[a:b]], cols["energy"][order[a:b]])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
         products["clusters"] = {"cluster3d_mcst": [(meta, clusters)]}
         products["particles"] = {"particle_mcst": particle_rows(event)}
     return products
@@ -161,9 +186,16 @@ def _check_arguments(n_events: int, size: int, seed: int, dim: int, workers: int
         raise ConfigError(f"workers={workers} must be >= 1 (or None for all cores)")
 
 
-def simulate(path: str | os.PathLike, n_events: int, size: int, seed: int, dim: int = 3,
-             workers: int | None = None, progress: bool = True, **physics_overrides: object
-             ) -> Path:
+def simulate(
+    path: str | os.PathLike,
+    n_events: int,
+    size: int,
+    seed: int,
+    dim: int = 3,
+    workers: int | None = None,
+    progress: bool = True,
+    **physics_overrides: object,
+) -> Path:
     """Simulate ``n_events`` events of ``size``³ voxels (3 mm) into a larcv3 HDF5 file.
 
     ``dim=3`` writes the 3D products (data, labels, primary-ionization flag, particle index,

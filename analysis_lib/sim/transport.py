@@ -7,8 +7,9 @@ Heavy tracks (μ, π, p) step 1 mm at a time with the mean loss dT/dR of the CSD
 a continuous restricted part with Gaussian noise and explicit δ-rays above 0.1 MeV; electrons step
 1 mm with collision loss, Poisson bremsstrahlung and Highland scattering; photons fly exponential
 distances and Compton-scatter (Klein–Nishina) or convert. Every deposit carries its owner (a row of
-the particle table), its semantic class and its primary-ionization flag; every row keeps an energy
-ledger (in, deposited, handed to tabled children, escaped or invisible) so bookkeeping can be checked.
+the particle table), its semantic class and its primary-ionization flag; every row keeps an
+energy ledger (in, deposited, handed to tabled children, escaped or invisible) so bookkeeping can
+be checked.
 """
 
 import math
@@ -23,33 +24,80 @@ from analysis_lib.sim.tables import DLN_T, LN_T0, N_GRID, Row
 ELECTRON, POSITRON, PHOTON, MUON_MINUS, MUON_PLUS, PION_PLUS, PION_MINUS, PROTON = range(8)
 KIND_TO_PDG = np.array([11, -11, 22, 13, -13, 211, -211, 2212])
 PROCESS_NAMES = (
-    "primary", "muIoni", "hIoni", "Decay", "muMinusCaptureAtRest",
-    "protonInelastic", "pi+Inelastic", "pi-Inelastic", "hBertiniCaptureAtRest",
+    "primary",
+    "muIoni",
+    "hIoni",
+    "Decay",
+    "muMinusCaptureAtRest",
+    "protonInelastic",
+    "pi+Inelastic",
+    "pi-Inelastic",
+    "hBertiniCaptureAtRest",
 )
 P_PRIMARY, P_MUIONI, P_HIONI, P_DECAY, P_MUCAPTURE, P_PINEL, P_PIPINEL, P_PIMINEL, P_CAPTURE = (
     range(9)
 )
 
 # Columns of the stack rows.
-S_KIND, S_X, S_Y, S_Z, S_DX, S_DY, S_DZ, S_T, S_OWNER, S_SEM, S_PRIM = range(11)
-STACK_WIDTH = 11
+S_KIND, S_X, S_Y, S_Z, S_DX, S_DY, S_DZ, S_T, S_OWNER, S_SEM, S_PRIM, S_TABLED = range(12)
+STACK_WIDTH = 12
 # Columns of the particle-table rows.
-(T_KIND, T_PARENT, T_ROOT, T_PROCESS, T_X0, T_Y0, T_Z0, T_X1, T_Y1, T_Z1, T_KE, T_DX, T_DY, T_DZ,
- T_SEM, T_EIN, T_EDEP, T_ECHILD, T_EOUT, T_INTERACTION) = range(20)
-TABLE_WIDTH = 20
+(
+    T_KIND,
+    T_PARENT,
+    T_ROOT,
+    T_PROCESS,
+    T_X0,
+    T_Y0,
+    T_Z0,
+    T_X1,
+    T_Y1,
+    T_Z1,
+    T_KE,
+    T_DX,
+    T_DY,
+    T_DZ,
+    T_SEM,
+    T_EIN,
+    T_EDEP,
+    T_ECHILD,
+    T_EOUT,
+    T_INTERACTION,
+    T_LENGTH,
+) = range(21)
+TABLE_WIDTH = 21
 # Columns of the deposit rows.
 D_X, D_Y, D_Z, D_E, D_OWNER, D_SEM, D_PRIM = range(7)
 DEPOSIT_WIDTH = 7
 
 # Indices into the settings vector passed to the engine (see :class:`PhysicsConfig`).
-(Q_STEP_HEAVY, Q_STEP_E, Q_SPACING, Q_LAMBDA_P, Q_LAMBDA_PI, Q_CAPTURE, Q_MARGIN,
- Q_ECUT, Q_KCUT) = range(9)
+(
+    Q_STEP_HEAVY,
+    Q_STEP_E,
+    Q_SPACING,
+    Q_LAMBDA_P,
+    Q_LAMBDA_PI,
+    Q_CAPTURE,
+    Q_MARGIN,
+    Q_ECUT,
+    Q_KCUT,
+) = range(9)
 SETTINGS_WIDTH = 9
 
 ME = c.ELECTRON_MASS_MEV
 X0 = c.RADIATION_LENGTH_CM
-MASSES = np.array([ME, ME, 0.0, c.MUON_MASS_MEV, c.MUON_MASS_MEV, c.PION_MASS_MEV,
-                   c.PION_MASS_MEV, c.PROTON_MASS_MEV])
+MASSES = np.array(
+    [
+        ME,
+        ME,
+        0.0,
+        c.MUON_MASS_MEV,
+        c.MUON_MASS_MEV,
+        c.PION_MASS_MEV,
+        c.PION_MASS_MEV,
+        c.PROTON_MASS_MEV,
+    ]
+)
 
 
 @njit(cache=True)
@@ -63,6 +111,24 @@ def _lookup(tab, row, t):
     i = int(u)
     f = u - i
     return tab[row, i] * (1.0 - f) + tab[row, i + 1] * f
+
+
+@njit(cache=True)
+def _ke_at_range(tab, row, r):
+    """Inverse of a range row: the kinetic energy whose CSDA range is ``r`` (cm)."""
+    ranges = tab[row]
+    i = np.searchsorted(ranges, r)
+    if i <= 0:
+        return math.exp(LN_T0) * r / ranges[0]
+    if i >= N_GRID:
+        i = N_GRID - 1
+    f = (r - ranges[i - 1]) / (ranges[i] - ranges[i - 1])
+    return math.exp(LN_T0 + (i - 1 + f) * DLN_T)
+
+
+@njit(cache=True)
+def _set_end(table, row, x, y, z):
+    table[row, T_X1], table[row, T_Y1], table[row, T_Z1] = x, y, z
 
 
 @njit(cache=True)
@@ -125,9 +191,11 @@ def _deposit_segment(dep, nd, x, y, z, dx, dy, dz, length, e, owner, sem, prim, 
 
 
 @njit(cache=True)
-def _push(stack, ns, kind, x, y, z, dx, dy, dz, t, owner, sem, prim):
+def _push(stack, ns, kind, x, y, z, dx, dy, dz, t, owner, sem, prim, tabled=0):
+    """Put a particle on the stack; ``tabled`` marks the particle of row ``owner`` itself."""
     stack = _grow(stack, ns[0])
     i = ns[0]
+    stack[i, S_TABLED] = tabled
     stack[i, S_KIND], stack[i, S_X], stack[i, S_Y], stack[i, S_Z] = kind, x, y, z
     stack[i, S_DX], stack[i, S_DY], stack[i, S_DZ], stack[i, S_T] = dx, dy, dz, t
     stack[i, S_OWNER], stack[i, S_SEM], stack[i, S_PRIM] = owner, sem, prim
@@ -153,8 +221,14 @@ def _new_row(table, nt, kind, parent, process, x, y, z, dx, dy, dz, t, sem, inte
 
 @njit(cache=True)
 def _outside(x, y, z, lo, hi, margin):
-    return (x < lo[0] - margin or y < lo[1] - margin or z < lo[2] - margin
-            or x > hi[0] + margin or y > hi[1] + margin or z > hi[2] + margin)
+    return (
+        x < lo[0] - margin
+        or y < lo[1] - margin
+        or z < lo[2] - margin
+        or x > hi[0] + margin
+        or y > hi[1] + margin
+        or z > hi[2] + margin
+    )
 
 
 @njit(cache=True)
@@ -169,7 +243,8 @@ def _scatter(rng, dx, dy, dz, t, mass, step):
     """Highland multiple scattering over ``step`` cm (no log term), as two Gaussian projections."""
     p = math.sqrt(t * (t + 2.0 * mass))
     beta = p / (t + mass)
-    theta0 = _kappa(p) / (beta * p) * math.sqrt(step / X0)
+    kappa = _kappa(p) if mass > ME else 13.6
+    theta0 = kappa / (beta * p) * math.sqrt(step / X0)
     tx = rng.normal() * theta0
     ty = rng.normal() * theta0
     theta = math.sqrt(tx * tx + ty * ty)
@@ -194,8 +269,11 @@ def _delta_ray_mean_energy(t, mass, beta2, tmax, wcut):
         return 0.0
     etot = t + mass
     cst = c.DELTA_RAY_CONSTANT_MEV_CM / beta2
-    return cst * (math.log(tmax / wcut) - beta2 * (tmax - wcut) / tmax
-                  + (tmax * tmax - wcut * wcut) / (4.0 * etot * etot))
+    return cst * (
+        math.log(tmax / wcut)
+        - beta2 * (tmax - wcut) / tmax
+        + (tmax * tmax - wcut * wcut) / (4.0 * etot * etot)
+    )
 
 
 @njit(cache=True)
@@ -204,11 +282,11 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
     mass = MASSES[kind]
     sem = 0 if kind == PROTON else 1
     if kind == PROTON:
-        r_row, s_row, lam = Row.RANGE_PROTON, Row.DEDX_PROTON, q[Q_LAMBDA_P]
+        r_row, lam = Row.RANGE_PROTON, q[Q_LAMBDA_P]
     elif kind == PION_PLUS or kind == PION_MINUS:
-        r_row, s_row, lam = Row.RANGE_PION, Row.DEDX_PION, q[Q_LAMBDA_PI]
+        r_row, lam = Row.RANGE_PION, q[Q_LAMBDA_PI]
     else:
-        r_row, s_row, lam = Row.RANGE_MUON, Row.DEDX_MUON, 0.0
+        r_row, lam = Row.RANGE_MUON, 0.0
     step, spacing, wcut, margin = q[Q_STEP_HEAVY], q[Q_SPACING], c.DELTA_CUT_MEV, q[Q_MARGIN]
     delta_process = P_MUIONI if kind == MUON_MINUS or kind == MUON_PLUS else P_HIONI
     interaction = table[row, T_INTERACTION]
@@ -219,14 +297,17 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
             break
         residual = _lookup(tab, r_row, t)
         if residual <= step:
-            dep = _deposit_segment(dep, nd, x, y, z, dx, dy, dz, residual, t, row, sem, 0,
-                                   table, spacing)
+            dep = _deposit_segment(
+                dep, nd, x, y, z, dx, dy, dz, residual, t, row, sem, 0, table, spacing
+            )
             x, y, z = x + residual * dx, y + residual * dy, z + residual * dz
+            table[row, T_LENGTH] += residual
             t = 0.0
             break
         if lam > 0.0 and rng.random() < step / lam:
-            stack, table = _hadronic_interaction(rng, x, y, z, t, row, kind, stack, ns, table,
-                                                 nt, interaction)
+            stack, table = _hadronic_interaction(
+                rng, x, y, z, t, row, kind, stack, ns, table, nt, interaction
+            )
             t = 0.0
             break
         gamma = (t + mass) / mass
@@ -236,7 +317,8 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
         mean_delta = _delta_ray_mean_energy(t, mass, beta2, tmax, wcut) * step
         xi = c.DELTA_RAY_CONSTANT_MEV_CM * step / beta2
         sigma = math.sqrt(xi * wcut * (1.0 - 0.5 * beta2))
-        e_cont = max(0.0, _lookup(tab, s_row, t) * step - mean_delta + sigma * rng.normal())
+        mean_loss = t - _ke_at_range(tab, r_row, residual - step)
+        e_cont = max(0.0, mean_loss - mean_delta + sigma * rng.normal())
         e_delta = 0.0
         if tmax > wcut:
             inv_lo, inv_hi = 1.0 / wcut, 1.0 / tmax
@@ -257,21 +339,49 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
                 ex, ey, ez = _rotate(dx, dy, dz, cost, 2.0 * math.pi * rng.random())
                 if td >= q[Q_ECUT]:
                     table[row, T_ECHILD] += td
-                    table = _new_row(table, nt, ELECTRON, row, delta_process, px, py, pz,
-                                     ex, ey, ez, td, 3, interaction)
-                    stack = _push(stack, ns, ELECTRON, px, py, pz, ex, ey, ez, td, nt[0] - 1, 3, 1)
+                    table = _new_row(
+                        table,
+                        nt,
+                        ELECTRON,
+                        row,
+                        delta_process,
+                        px,
+                        py,
+                        pz,
+                        ex,
+                        ey,
+                        ez,
+                        td,
+                        3,
+                        interaction,
+                    )
+                    stack = _push(
+                        stack, ns, ELECTRON, px, py, pz, ex, ey, ez, td, nt[0] - 1, 3, 1, 1
+                    )
                 else:
                     reach = _lookup(tab, Row.RANGE_ELECTRON, td)
-                    dep = _deposit(dep, nd, px + reach * ex, py + reach * ey, pz + reach * ez,
-                                   td, row, sem, 0, table)
+                    dep = _deposit(
+                        dep,
+                        nd,
+                        px + reach * ex,
+                        py + reach * ey,
+                        pz + reach * ez,
+                        td,
+                        row,
+                        sem,
+                        0,
+                        table,
+                    )
         e_cont = min(e_cont, t - e_delta)
-        dep = _deposit_segment(dep, nd, x, y, z, dx, dy, dz, step, e_cont, row, sem, 0, table,
-                               spacing)
+        dep = _deposit_segment(
+            dep, nd, x, y, z, dx, dy, dz, step, e_cont, row, sem, 0, table, spacing
+        )
         x, y, z = x + step * dx, y + step * dy, z + step * dz
+        table[row, T_LENGTH] += step
         t -= e_cont + e_delta
         if t > 0.0:
             dx, dy, dz = _scatter(rng, dx, dy, dz, t, mass, step)
-    table[row, T_X1], table[row, T_Y1], table[row, T_Z1] = x, y, z
+    _set_end(table, row, x, y, z)
     stack, table = _at_rest(rng, kind, row, x, y, z, stack, ns, table, nt, q, interaction)
     return stack, dep, table
 
@@ -286,7 +396,7 @@ def _hadronic_interaction(rng, x, y, z, t, row, kind, stack, ns, table, nt, inte
         dx, dy, dz = _isotropic(rng)
         given += tp
         table = _new_row(table, nt, PROTON, row, process, x, y, z, dx, dy, dz, tp, 0, interaction)
-        stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, 0, 0)
+        stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, 0, 0, 1)
     table[row, T_ECHILD] += given
     table[row, T_EOUT] += t - given
     return stack, table
@@ -301,20 +411,22 @@ def _at_rest(rng, kind, row, x, y, z, stack, ns, table, nt, q, interaction):
         te = max(_michel_energy(rng) - ME, 1e-3)
         dx, dy, dz = _isotropic(rng)
         table = _new_row(table, nt, e_kind, row, process, x, y, z, dx, dy, dz, te, 4, interaction)
-        stack = _push(stack, ns, e_kind, x, y, z, dx, dy, dz, te, nt[0] - 1, 4, 1)
+        stack = _push(stack, ns, e_kind, x, y, z, dx, dy, dz, te, nt[0] - 1, 4, 1, 1)
     elif kind == PION_PLUS:
         dx, dy, dz = _isotropic(rng)
         tm = c.PION_DECAY_MUON_KE_MEV
-        table = _new_row(table, nt, MUON_PLUS, row, P_DECAY, x, y, z, dx, dy, dz, tm, 1,
-                         interaction)
-        stack = _push(stack, ns, MUON_PLUS, x, y, z, dx, dy, dz, tm, nt[0] - 1, 1, 0)
+        table = _new_row(
+            table, nt, MUON_PLUS, row, P_DECAY, x, y, z, dx, dy, dz, tm, 1, interaction
+        )
+        stack = _push(stack, ns, MUON_PLUS, x, y, z, dx, dy, dz, tm, nt[0] - 1, 1, 0, 1)
     elif kind == PION_MINUS:
         for _ in range(int(rng.integers(0, 3))):
             tp = 10.0 + 50.0 * rng.random()
             dx, dy, dz = _isotropic(rng)
-            table = _new_row(table, nt, PROTON, row, P_CAPTURE, x, y, z, dx, dy, dz, tp, 0,
-                             interaction)
-            stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, 0, 0)
+            table = _new_row(
+                table, nt, PROTON, row, P_CAPTURE, x, y, z, dx, dy, dz, tp, 0, interaction
+            )
+            stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, 0, 0, 1)
     return stack, table
 
 
@@ -322,8 +434,11 @@ def _at_rest(rng, kind, row, x, y, z, stack, ns, table, nt, q, interaction):
 def _brems_integral(t, kc):
     """∫_{kc}^{T} (4/3 − 4/3 y + y²) dk/k with y = k/E."""
     e = t + ME
-    return (4.0 / 3.0) * math.log(t / kc) - (4.0 / 3.0) * (t - kc) / e + (t * t - kc * kc) / (
-        2.0 * e * e)
+    return (
+        (4.0 / 3.0) * math.log(t / kc)
+        - (4.0 / 3.0) * (t - kc) / e
+        + (t * t - kc * kc) / (2.0 * e * e)
+    )
 
 
 @njit(cache=True)
@@ -337,19 +452,44 @@ def _brems_photon_energy(rng, t, kc):
 
 
 @njit(cache=True)
-def _electron(rng, tab, kind, x, y, z, dx, dy, dz, t, owner, sem, prim, stack, ns, dep, nd,
-              table, q, lo, hi):
+def _electron(
+    rng,
+    tab,
+    kind,
+    x,
+    y,
+    z,
+    dx,
+    dy,
+    dz,
+    t,
+    owner,
+    sem,
+    prim,
+    tabled,
+    stack,
+    ns,
+    dep,
+    nd,
+    table,
+    q,
+    lo,
+    hi,
+):
     """Follow one e±: 1 mm steps with collision loss, brems and scattering; below the tracking
     cut the rest is laid on a straight segment of its CSDA range. A positron annihilates."""
     step, spacing, kc, margin = q[Q_STEP_E], q[Q_SPACING], q[Q_KCUT], q[Q_MARGIN]
     while True:
         if _outside(x, y, z, lo, hi, margin):
             table[owner, T_EOUT] += t
+            if tabled:
+                _set_end(table, owner, x, y, z)
             return stack, dep
         if t < q[Q_ECUT]:
             reach = _lookup(tab, Row.RANGE_ELECTRON, t)
-            dep = _deposit_segment(dep, nd, x, y, z, dx, dy, dz, reach, t, owner, sem, prim,
-                                   table, spacing)
+            dep = _deposit_segment(
+                dep, nd, x, y, z, dx, dy, dz, reach, t, owner, sem, prim, table, spacing
+            )
             x, y, z = x + reach * dx, y + reach * dy, z + reach * dz
             break
         e_col = min(_lookup(tab, Row.SCOL_ELECTRON, t) * step, t)
@@ -363,15 +503,31 @@ def _electron(rng, tab, kind, x, y, z, dx, dy, dz, t, owner, sem, prim, stack, n
                 k = _brems_photon_energy(rng, t_rad, kc)
                 t_rad -= k
                 s = rng.random() * step
-                stack = _push(stack, ns, PHOTON, x + s * dx, y + s * dy, z + s * dz, dx, dy, dz,
-                              k, owner, sem, 0)
-        dep = _deposit_segment(dep, nd, x, y, z, dx, dy, dz, step, e_col, owner, sem, prim,
-                               table, spacing)
+                stack = _push(
+                    stack,
+                    ns,
+                    PHOTON,
+                    x + s * dx,
+                    y + s * dy,
+                    z + s * dz,
+                    dx,
+                    dy,
+                    dz,
+                    k,
+                    owner,
+                    sem,
+                    0,
+                )
+        dep = _deposit_segment(
+            dep, nd, x, y, z, dx, dy, dz, step, e_col, owner, sem, prim, table, spacing
+        )
         x, y, z = x + step * dx, y + step * dy, z + step * dz
         t = t_rad
         if t <= 0.0:
             break
         dx, dy, dz = _scatter(rng, dx, dy, dz, t, ME, step)
+    if tabled:
+        _set_end(table, owner, x, y, z)
     if kind == POSITRON:
         table[owner, T_EIN] += 2.0 * ME
         ax, ay, az = _isotropic(rng)
@@ -407,24 +563,34 @@ def _urban_u(rng):
 
 
 @njit(cache=True)
-def _photon(rng, tab, x, y, z, dx, dy, dz, e, owner, sem, stack, ns, dep, nd, table, q, lo, hi):
-    """Follow one photon through Compton scatters to conversion, escape or a point deposit."""
+def _photon(
+    rng, tab, x, y, z, dx, dy, dz, e, owner, sem, tabled, stack, ns, dep, nd, table, q, lo, hi
+):
+    """Follow one photon through Compton scatters to conversion, escape or a point deposit.
+    A tabled photon's end point is its first interaction."""
     margin = q[Q_MARGIN]
     while e >= c.PHOTON_POINT_DEPOSIT_MEV:
         d = rng.exponential(_lookup(tab, Row.LAMBDA_PHOTON, e))
         x, y, z = x + d * dx, y + d * dy, z + d * dz
+        if tabled:
+            _set_end(table, owner, x, y, z)
+            tabled = 0
         if _outside(x, y, z, lo, hi, margin):
             table[owner, T_EOUT] += e
             return stack, dep
         if rng.random() < _lookup(tab, Row.PAIR_FRACTION, e):
             eps = ME / e + rng.random() * (1.0 - 2.0 * ME / e)
             phi = 2.0 * math.pi * rng.random()
-            for kind, share, azimuth in ((ELECTRON, eps, phi), (POSITRON, 1.0 - eps, phi + math.pi)):
+            for kind, share, azimuth in (
+                (ELECTRON, eps, phi),
+                (POSITRON, 1.0 - eps, phi + math.pi),
+            ):
                 etot = share * e
                 theta = min(_urban_u(rng) * ME / etot, math.pi)
                 ex, ey, ez = _rotate(dx, dy, dz, math.cos(theta), azimuth)
-                stack = _push(stack, ns, kind, x, y, z, ex, ey, ez, max(etot - ME, 0.0), owner,
-                              sem, 0)
+                stack = _push(
+                    stack, ns, kind, x, y, z, ex, ey, ez, max(etot - ME, 0.0), owner, sem, 0
+                )
             table[owner, T_EIN] -= 2.0 * ME
             return stack, dep
         eps, onecost = _klein_nishina(rng, e / ME)
@@ -433,8 +599,21 @@ def _photon(rng, tab, x, y, z, dx, dy, dz, e, owner, sem, stack, ns, dep, nd, ta
         px, py, pz = e * dx - e_out * nx, e * dy - e_out * ny, e * dz - e_out * nz
         norm = math.sqrt(px * px + py * py + pz * pz)
         if norm > 0.0:
-            stack = _push(stack, ns, ELECTRON, x, y, z, px / norm, py / norm, pz / norm,
-                          e - e_out, owner, sem, 0)
+            stack = _push(
+                stack,
+                ns,
+                ELECTRON,
+                x,
+                y,
+                z,
+                px / norm,
+                py / norm,
+                pz / norm,
+                e - e_out,
+                owner,
+                sem,
+                0,
+            )
         else:
             dep = _deposit(dep, nd, x, y, z, e - e_out, owner, sem, 0, table)
         e, dx, dy, dz = e_out, nx, ny, nz
@@ -472,22 +651,85 @@ def transport(primaries, tab, q, lo, hi, rng):
         x, y, z = primaries[i, 1], primaries[i, 2], primaries[i, 3]
         dx, dy, dz, t = primaries[i, 4], primaries[i, 5], primaries[i, 6], primaries[i, 7]
         sem = 0 if kind == PROTON else (2 if kind <= PHOTON else 1)
-        table = _new_row(table, nt, kind, -1, P_PRIMARY, x, y, z, dx, dy, dz, t, sem,
-                         primaries[i, 8])
-        stack = _push(stack, ns, kind, x, y, z, dx, dy, dz, t, nt[0] - 1, sem, 0)
+        table = _new_row(
+            table, nt, kind, -1, P_PRIMARY, x, y, z, dx, dy, dz, t, sem, primaries[i, 8]
+        )
+        stack = _push(stack, ns, kind, x, y, z, dx, dy, dz, t, nt[0] - 1, sem, 0, 1)
     while ns[0] > 0:
         ns[0] -= 1
         s = stack[ns[0]].copy()
         kind, owner = int(s[S_KIND]), int(s[S_OWNER])
-        sem, prim = int(s[S_SEM]), int(s[S_PRIM])
+        sem, prim, tabled = int(s[S_SEM]), int(s[S_PRIM]), int(s[S_TABLED])
         x, y, z, dx, dy, dz, t = s[S_X], s[S_Y], s[S_Z], s[S_DX], s[S_DY], s[S_DZ], s[S_T]
         if kind == PHOTON:
-            stack, dep = _photon(rng, tab, x, y, z, dx, dy, dz, t, owner, sem, stack, ns, dep, nd,
-                                 table, q, lo, hi)
+            stack, dep = _photon(
+                rng,
+                tab,
+                x,
+                y,
+                z,
+                dx,
+                dy,
+                dz,
+                t,
+                owner,
+                sem,
+                tabled,
+                stack,
+                ns,
+                dep,
+                nd,
+                table,
+                q,
+                lo,
+                hi,
+            )
         elif kind == ELECTRON or kind == POSITRON:
-            stack, dep = _electron(rng, tab, kind, x, y, z, dx, dy, dz, t, owner, sem, prim,
-                                   stack, ns, dep, nd, table, q, lo, hi)
+            stack, dep = _electron(
+                rng,
+                tab,
+                kind,
+                x,
+                y,
+                z,
+                dx,
+                dy,
+                dz,
+                t,
+                owner,
+                sem,
+                prim,
+                tabled,
+                stack,
+                ns,
+                dep,
+                nd,
+                table,
+                q,
+                lo,
+                hi,
+            )
         else:
-            stack, dep, table = _heavy(rng, tab, kind, owner, x, y, z, dx, dy, dz, t, stack, ns,
-                                       dep, nd, table, nt, q, lo, hi)
+            stack, dep, table = _heavy(
+                rng,
+                tab,
+                kind,
+                owner,
+                x,
+                y,
+                z,
+                dx,
+                dy,
+                dz,
+                t,
+                stack,
+                ns,
+                dep,
+                nd,
+                table,
+                nt,
+                q,
+                lo,
+                hi,
+            )
     return dep[: nd[0]].copy(), table[: nt[0]].copy()

@@ -15,7 +15,6 @@ from numba import njit
 
 from analysis_lib.sim import transport as tr
 
-
 #: Per-axis smearing weights below this share are dropped before renormalizing: at most a few
 #: 1e-5 MeV per voxel for a MIP, far below the 0.01 MeV threshold, and 4x fewer voxel visits.
 _WEIGHT_FLOOR = 1e-4
@@ -138,13 +137,15 @@ def _smear(pos_vox, energy, contributor, size, sigma_vox, n_contrib):
     return keys[mask], vals[mask], outside
 
 
-def _merge_small_deltas(vox: np.ndarray, owner: np.ndarray, sem: np.ndarray, table: np.ndarray,
-                        min_voxels: int) -> np.ndarray:
+def _merge_small_deltas(
+    vox: np.ndarray, owner: np.ndarray, sem: np.ndarray, table: np.ndarray, min_voxels: int
+) -> np.ndarray:
     """Class of each entry after merging δ-rays with fewer than ``min_voxels`` voxels outside
     their parent's voxels into the parent (Supera ``DeltaSize``)."""
     process = table[:, tr.T_PROCESS]
     is_delta = ((process == tr.P_MUIONI) | (process == tr.P_HIONI)) & (
-        table[:, tr.T_KIND] == tr.ELECTRON)
+        table[:, tr.T_KIND] == tr.ELECTRON
+    )
     mine = is_delta[owner]
     if not mine.any():
         return sem
@@ -161,8 +162,15 @@ def _merge_small_deltas(vox: np.ndarray, owner: np.ndarray, sem: np.ndarray, tab
     return sem
 
 
-def voxelize(deposits: np.ndarray, table: np.ndarray, size: int, voxel_cm: float,
-             sigma_mm: float, threshold_mev: float, delta_merge_voxels: int) -> Voxels:
+def voxelize(
+    deposits: np.ndarray,
+    table: np.ndarray,
+    size: int,
+    voxel_cm: float,
+    sigma_mm: float,
+    threshold_mev: float,
+    delta_merge_voxels: int,
+) -> Voxels:
     """Smear deposit points into a ``size``³ grid and label the voxels (spec §6)."""
     owner = deposits[:, tr.D_OWNER].astype(np.int64)
     sem = deposits[:, tr.D_SEM].astype(np.int64)
@@ -170,8 +178,13 @@ def voxelize(deposits: np.ndarray, table: np.ndarray, size: int, voxel_cm: float
     code = (owner * 5 + sem) * 2 + prim
     codes, contributor = np.unique(code, return_inverse=True)
     keys, energy, outside = _smear(
-        np.ascontiguousarray(deposits[:, :3] / voxel_cm), deposits[:, tr.D_E],
-        contributor.astype(np.int64), size, sigma_mm / 10.0 / voxel_cm, max(len(codes), 1))
+        np.ascontiguousarray(deposits[:, :3] / voxel_cm),
+        deposits[:, tr.D_E],
+        contributor.astype(np.int64),
+        size,
+        sigma_mm / 10.0 / voxel_cm,
+        max(len(codes), 1),
+    )
     order = np.argsort(keys)
     vox, which = np.divmod(keys[order], max(len(codes), 1))
     energy = energy[order]
@@ -189,10 +202,12 @@ def voxelize(deposits: np.ndarray, table: np.ndarray, size: int, voxel_cm: float
     big = energy >= threshold_mev
     label = np.full(len(uniq), 99, np.int64)
     np.minimum.at(label, inv[big], c_sem[big])
-    largest = np.flatnonzero(energy == np.maximum.reduceat(energy, starts)[inv]) if len(
-        starts) else starts
-    first = largest[np.r_[True, inv[largest][1:] != inv[largest][:-1]]] if len(
-        largest) else largest
+    largest = (
+        np.flatnonzero(energy == np.maximum.reduceat(energy, starts)[inv])
+        if len(starts)
+        else starts
+    )
+    first = largest[np.r_[True, inv[largest][1:] != inv[largest][:-1]]] if len(largest) else largest
     none_big = label == 99
     label[none_big] = c_sem[first][none_big]
     coords = np.stack(np.unravel_index(uniq, (size, size, size)), axis=1).astype(np.int64)
