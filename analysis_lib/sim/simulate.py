@@ -173,6 +173,11 @@ def _simulate_products(args: tuple) -> dict:
     return _products(simulate_event(rng, size, cfg), dim)
 
 
+def _compile_engine(cfg: PhysicsConfig) -> None:
+    """Compile (or load from cache) the numba kernels once, before workers fork."""
+    simulate_event(np.random.default_rng(0), 8, cfg)
+
+
 def _check_arguments(n_events: int, size: int, seed: int, dim: int, workers: int | None) -> None:
     if n_events < 0:
         raise ConfigError(f"n_events={n_events} must be >= 0")
@@ -215,6 +220,7 @@ def simulate(
             results = map(_simulate_products, jobs)
             pool = None
         else:
+            _compile_engine(cfg)
             pool = mp.get_context("fork").Pool(workers)
             results = pool.imap(_simulate_products, jobs, chunksize=4)
         try:
