@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from analysis_lib.data.larcv import PARTICLE_DTYPE, ImageMeta, Larcv3Writer
+from analysis_lib.data.projection import PROJECTIONS, project
 from analysis_lib.errors import ConfigError
 from analysis_lib.sim import constants as c
 from analysis_lib.sim import transport as tr
@@ -21,8 +22,6 @@ from analysis_lib.sim.events import sample_primaries
 from analysis_lib.sim.tables import TABLES
 from analysis_lib.sim.voxelize import Voxels, voxelize
 
-#: The three 2D projections of the public sample: (kept axes, name), in projection-id order.
-PROJECTIONS = (((0, 1), "xy"), ((1, 2), "yz"), ((2, 0), "zx"))
 _SHAPE_OF_CLASS = np.array([1, 1, 0, 3, 2])  # larcv ShapeType: track, track, shower, delta, michel
 
 
@@ -108,25 +107,6 @@ def particle_rows(event: SimEvent) -> np.ndarray:
         rows["parent_vtx"][axis] = np.where(has_parent, t[np.maximum(parent, 0), col], 0.0)
         rows["ancestor_vtx"][axis] = t[root, col]
     return rows
-
-
-def project(
-    coords: np.ndarray, columns: dict[str, np.ndarray], axes: tuple[int, int]
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Project 3D voxels on the plane of ``axes``: energy summed, label the minimum (the same
-    priority rule as in 3D), primary-ionization flag and particle index of the largest voxel."""
-    size = int(coords.max()) + 1 if len(coords) else 1
-    flat = coords[:, axes[0]] * size + coords[:, axes[1]]
-    uniq, inv = np.unique(flat, return_inverse=True)
-    out = {"energy": np.bincount(inv, weights=columns["energy"]).astype(np.float32)}
-    label = np.full(len(uniq), np.iinfo(np.int64).max)
-    np.minimum.at(label, inv, columns["label"])
-    out["label"] = label
-    order = np.lexsort((-columns["energy"], inv))
-    largest = order[np.r_[True, inv[order][1:] != inv[order][:-1]]] if len(order) else order
-    for name in ("prim_ion", "owner"):
-        out[name] = columns[name][largest]
-    return np.stack(np.divmod(uniq, size), axis=1).astype(np.int64), out
 
 
 def _products(event: SimEvent, dim: int) -> dict:

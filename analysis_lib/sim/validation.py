@@ -6,7 +6,7 @@ whether it passes. :func:`validate` runs all twelve.
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
@@ -33,6 +33,8 @@ class Check:
     target: str
     value: str
     passed: bool
+    #: arrays behind the value, for figures (empty for rows that need none)
+    curves: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 # --- single-particle runs ---------------------------------------------------------------------
@@ -124,6 +126,7 @@ def row_mip_slab(cfg: PhysicsConfig, n: int = 200, seed: int = 3) -> Check:
         "MPV 1.73±0.10; mean 2.0–2.3",
         f"MPV {mpv:.2f}; mean {mean:.2f}",
         _within(mpv, 1.63, 1.83) and _within(mean, 2.0, 2.3),
+        {"energy_per_cm": per_cm, "mpv": mpv, "mean": mean},
     )
 
 
@@ -154,6 +157,8 @@ def row_bragg(cfg: PhysicsConfig, n: int = 40, seed: int = 4) -> Check:
         "p: b = −0.42±0.03, A = 17.4±1.0 MeV/cm; μ: A = 7.7±0.7",
         f"p: b = {b:.3f}, A = {a:.2f}; μ: A = {a_mu:.2f}",
         _within(b, -0.45, -0.39) and _within(a, 16.4, 18.4) and _within(a_mu, 7.0, 8.4),
+        {"residual_range_cm": r, "proton_dedx": dedx, "muon_dedx": dedx_mu,
+         "proton_fit": (a, b), "muon_a": a_mu},
     )
 
 
@@ -212,6 +217,7 @@ def row_michel_spectrum(cfg: PhysicsConfig, n: int = 2000, seed: int = 6) -> Che
         "endpoint 52.8 MeV, mean 37.0±0.5; 1.00 / 0.26±0.02",
         f"max {top:.1f}, mean {mean:.2f}; {yield_plus:.2f} / {yield_minus:.3f}",
         ok,
+        {"michel_total_energy_mev": energies},
     )
 
 
@@ -247,7 +253,7 @@ def row_michel_primary_share(cfg: PhysicsConfig, n: int = 300, seed: int = 7) ->
 
 
 def row_delta_multiplicity(
-    cfg: PhysicsConfig, labels: Sequence[np.ndarray], n: int = 1500, seed: int = 8
+    cfg: PhysicsConfig, labels: Sequence[np.ndarray], n: int = 8000, seed: int = 8
 ) -> Check:
     """Row 8: δ-rays per cm above 1/3/5 MeV along 1 GeV muons; delta/MIP voxel ratio."""
     cfg = _no_hadronic(cfg).with_overrides(tracking_margin_cm=0.0, rain_margin_cm=0.0)
@@ -457,7 +463,7 @@ def validate(
         lambda: row_track_length(cfg, k(30)),
         lambda: row_michel_spectrum(cfg, k(2000)),
         lambda: row_michel_primary_share(cfg, k(300)),
-        lambda: row_delta_multiplicity(cfg, labels, k(1500)),
+        lambda: row_delta_multiplicity(cfg, labels, k(8000)),
         lambda: row_photon_gap(cfg, k(10000)),
         lambda: row_shower_profile(cfg, k(30)),
         lambda: row_mip_width(cfg, k(40)),

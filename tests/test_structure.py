@@ -1,0 +1,79 @@
+"""Project structure: layering of the packages, pins in sync, profiles match the notebooks."""
+
+import ast
+import re
+import tomllib
+from pathlib import Path
+
+import jupytext
+import pytest
+import yaml
+
+from analysis_lib.errors import ConfigError
+from analysis_lib.reproduce import BOOK, PROFILES, load_profile, notebook_order
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "analysis_lib"
+
+
+def _imports(folder: Path) -> set[str]:
+    names = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("sim", ("torch", "analysis_lib.sparse", "analysis_lib.models")),
+        ("data", ("torch", "analysis_lib.sim", "analysis_lib.sparse")),
+        ("sparse", ("analysis_lib.data", "analysis_lib.sim")),
+    ],
+)
+def test_layering(package, forbidden):
+    imported = _imports(PACKAGE / package)
+    bad = sorted(n for n in imported if any(n == f or n.startswith(f + ".") for f in forbidden))
+    assert bad == [], f"analysis_lib.{package} must not import {bad}"
+
+
+def _requirement_pins(items: list[str]) -> dict[str, str]:
+    pins = {}
+    for item in items:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*([=<>!~].*)", item.strip())
+        if match:
+            pins[match.group(1).lower()] = match.group(2).replace(" ", "")
+    return pins
+
+
+def test_environment_yml_mirrors_pyproject_pins():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = _requirement_pins(project["dependencies"] + project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert _requirement_pins(pip_section) == wanted
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profile_parameters_exist_in_their_notebooks(profile):
+    params = load_profile(profile)
+    for name in notebook_order():
+        notebook = jupytext.read(BOOK / "notebooks" / f"{name}.md")
+        cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+        declared = {line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line}
+        given = set(params.shared) | set(params.notebooks.get(name, {}))
+        assert given <= declared | {"manifest"}, f"{name}: {sorted(given - declared)}"
+
+
+def test_every_notebook_is_in_the_table_of_contents():
+    sources = {p.stem for p in (BOOK / "notebooks").glob("*.md")}
+    assert sources == set(notebook_order())
+
+
+def test_unknown_profile_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown profile 'laptop'"):
+        load_profile("laptop")
