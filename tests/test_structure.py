@@ -2,11 +2,11 @@
 
 import ast
 import re
-import tomllib
 from pathlib import Path
 
 import jupytext
 import pytest
+import tomllib
 import yaml
 
 from analysis_lib.errors import ConfigError
