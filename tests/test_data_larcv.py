@@ -11,16 +11,16 @@ import h5py
 import numpy as np
 import pytest
 
-from analysis_lib.data.larcv import (
+from analysis_lib.data.larcv_read import Larcv3File
+from analysis_lib.data.larcv_schema import (
     EXTENTS_DTYPE,
     ID_EXTENTS_DTYPE,
     PARTICLE_DTYPE,
     VOXEL_DTYPE,
     ImageMeta,
-    Larcv3File,
-    Larcv3Writer,
     image_meta_dtype,
 )
+from analysis_lib.data.larcv_write import Larcv3Writer
 from analysis_lib.errors import ConfigError, DataError
 
 META3 = ImageMeta((8, 6, 5), (0.3, 0.3, 0.3), (-1.0, 0.0, 2.0))

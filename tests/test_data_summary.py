@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from analysis_lib.data.dataset import Event
-from analysis_lib.data.larcv import ImageMeta
+from analysis_lib.data.larcv_schema import ImageMeta
 from analysis_lib.data.projection import project
 from analysis_lib.data.summary import class_counts, pick_display_event, voxel_counts
 from analysis_lib.errors import DataError
@@ -39,8 +39,11 @@ def test_display_event_prefers_a_michel_with_many_classes():
 
 def test_projection_sums_energy_and_keeps_the_lowest_label():
     coords = np.array([[1, 2, 0], [1, 2, 3], [0, 0, 1]])
-    columns = {"energy": np.array([1.0, 3.0, 0.5]), "label": np.array([2, 1, 4]),
-               "prim_ion": np.array([0, 1, 1])}
+    columns = {
+        "energy": np.array([1.0, 3.0, 0.5]),
+        "label": np.array([2, 1, 4]),
+        "prim_ion": np.array([0, 1, 1]),
+    }
     xy, cols = project(coords, columns, (0, 1))
     assert xy.tolist() == [[0, 0], [1, 2]]
     assert cols["energy"].tolist() == [0.5, 4.0]

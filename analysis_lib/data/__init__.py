@@ -4,13 +4,9 @@ These modules use numpy and h5py only.
 """
 
 from analysis_lib.data.dataset import Event, LArTPCDataset, open_dataset
-from analysis_lib.data.larcv import (
-    PARTICLE_DTYPE,
-    ImageMeta,
-    Larcv3File,
-    Larcv3Writer,
-    image_meta_dtype,
-)
+from analysis_lib.data.larcv_read import Larcv3File
+from analysis_lib.data.larcv_schema import PARTICLE_DTYPE, ImageMeta, image_meta_dtype
+from analysis_lib.data.larcv_write import Larcv3Writer
 from analysis_lib.data.manifest import (
     Manifest,
     PublicFile,

@@ -10,7 +10,8 @@ from types import TracebackType
 
 import numpy as np
 
-from analysis_lib.data.larcv import ImageMeta, Larcv3File
+from analysis_lib.data.larcv_read import Larcv3File
+from analysis_lib.data.larcv_schema import ImageMeta
 from analysis_lib.errors import DataError
 
 N_CLASSES = 5

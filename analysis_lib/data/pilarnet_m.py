@@ -32,7 +32,8 @@ import h5py
 import numpy as np
 
 from analysis_lib.data.dataset import Event
-from analysis_lib.data.larcv import ImageMeta, open_hdf5
+from analysis_lib.data.larcv_read import open_hdf5
+from analysis_lib.data.larcv_schema import ImageMeta
 from analysis_lib.errors import DataError
 
 CUBE_PX = 768
