@@ -44,7 +44,7 @@ def main() -> None:
     cores = os.cpu_count()
     print(f"simulator throughput, {cores} cores, {args.events} events per size")
     print(f"{'size (px)':>9} {'voxels/event':>13} {'ev/s per core':>14} "
-          f"{'ev/s, {0} processes'.format(cores):>20}")
+          f"{f'ev/s, {cores} processes':>20}")
     for size in args.sizes:
         rate, voxels = per_core(size, args.events, cfg)
         total = end_to_end(size, args.events)

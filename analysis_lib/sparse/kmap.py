@@ -1,0 +1,357 @@
+"""Neighbour search: site keys, kernel offsets and the kernel maps of each op.
+
+Every function here is pure: it takes coordinates (or a :class:`SiteSet`) and returns a
+small frozen dataclass of index tensors.  The search is device-agnostic torch code: sites
+are encoded as int64 keys, sorted once, and neighbours are found with
+``torch.searchsorted``, so the same code runs on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from analysis_lib.errors import ConfigError, EngineError
+
+__all__ = [
+    "DownsampleMap",
+    "NeighbourMap",
+    "SiteSet",
+    "build_downsample_map",
+    "build_neighbour_map",
+    "kernel_offsets",
+    "make_site_set",
+    "site_keys",
+]
+
+_KEY_LIMIT = 2**62
+# An offset whose pair count is below this fraction of the sites is handled pair by pair
+# (gather, mm, index_add_); denser offsets gather a full neighbour column instead, which
+# needs no scatter and wins once more than about a third of the sites have a neighbour.
+_DENSE_FRACTION = 1 / 3
+
+
+def kernel_offsets(kernel_size: int, dim: int) -> Tensor:
+    """Offsets of an odd cubic kernel in SparseConvNet order.
+
+    Parameters
+    ----------
+    kernel_size : int
+        Odd edge length ``k`` of the kernel.
+    dim : int
+        Number of spatial dimensions ``D`` (2 or 3).
+
+    Returns
+    -------
+    offsets : (k**D, D) int64
+        Row-major enumeration of ``(-(k//2) .. k//2)**D``, last axis fastest; row ``i``
+        belongs to weight slice ``weight[i]``.  Row ``k**D - 1 - i`` is ``-offsets[i]``.
+    """
+    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ConfigError(f"kernel_size must be a positive odd int, got {kernel_size!r}")
+    if dim not in (2, 3):
+        raise ConfigError(f"dim must be 2 or 3, got {dim!r}")
+    r = kernel_size // 2
+    axis = torch.arange(-r, r + 1, dtype=torch.int64)
+    grids = torch.meshgrid([axis] * dim, indexing="ij")
+    return torch.stack(grids, dim=-1).reshape(-1, dim)
+
+
+@dataclass(frozen=True)
+class SiteSet:
+    """The active sites of one resolution, with what the neighbour search needs.
+
+    Attributes
+    ----------
+    coords : (N, 1+D) int64
+        Batch index first, then the spatial coordinates at this resolution.
+    order : (N,) int64 or None
+        Permutation that sorts ``coords`` lexicographically; None when already sorted.
+    extent : tuple of int
+        Exclusive upper bound of each column of ``coords`` (batch size first).
+    """
+
+    coords: Tensor
+    order: Tensor | None
+    extent: tuple[int, ...]
+
+    @property
+    def num_sites(self) -> int:
+        """Number of active sites N."""
+        return self.coords.shape[0]
+
+    @property
+    def dim(self) -> int:
+        """Number of spatial dimensions D."""
+        return self.coords.shape[1] - 1
+
+    def sorted_coords(self) -> Tensor:
+        """Coordinates in lexicographic order, (N, 1+D) int64."""
+        return self.coords if self.order is None else self.coords[self.order]
+
+
+def site_keys(coords: Tensor, extent: tuple[int, ...], pad: int = 0) -> Tensor:
+    """Encode sites as int64 keys that sort like the coordinates.
+
+    Parameters
+    ----------
+    coords : (N, 1+D) int64
+        Non-negative coordinates, batch index first.
+    extent : tuple of int
+        Exclusive upper bound of each column.
+    pad : int
+        Margin added on both sides of every spatial axis, so that ``key + delta`` of an
+        offset up to ``pad`` never wraps into another row.
+
+    Returns
+    -------
+    keys : (N,) int64
+    """
+    sizes = _key_sizes(extent, pad)
+    keys = coords[:, 0].clone()
+    for d in range(1, coords.shape[1]):
+        keys.mul_(sizes[d]).add_(coords[:, d] + pad)
+    return keys
+
+
+def _key_sizes(extent: tuple[int, ...], pad: int) -> list[int]:
+    """Per-column radix of the key encoding; refuses encodings that overflow int64."""
+    sizes = [extent[0]] + [e + 2 * pad for e in extent[1:]]
+    total = 1
+    for s in sizes:
+        total *= max(s, 1)
+    if total >= _KEY_LIMIT:
+        raise EngineError(f"coordinate extent {extent} too large for int64 site keys")
+    return sizes
+
+
+def _key_strides(extent: tuple[int, ...], pad: int) -> list[int]:
+    """Key increment of a unit step along each spatial axis."""
+    sizes = _key_sizes(extent, pad)
+    strides = []
+    step = 1
+    for s in reversed(sizes[1:]):
+        strides.append(step)
+        step *= s
+    return strides[::-1]
+
+
+def make_site_set(coords: Tensor, *, check_unique: bool, is_sorted: bool = False) -> SiteSet:
+    """Sort the sites once and (optionally) reject duplicates.
+
+    Parameters
+    ----------
+    coords : (N, 1+D) int64
+        Non-negative coordinates, batch index first.
+    check_unique : bool
+        Raise :class:`EngineError` if a site occurs twice (user data only).
+    is_sorted : bool
+        The caller guarantees lexicographic order (engine output); skips the sort.
+    """
+    n = coords.shape[0]
+    if n == 0:
+        return SiteSet(coords, None, (0,) + (0,) * (coords.shape[1] - 1))
+    extent = tuple(int(v) + 1 for v in coords.amax(dim=0).tolist())
+    if is_sorted:
+        return SiteSet(coords, None, extent)
+    keys = site_keys(coords, extent)
+    sorted_keys, order = torch.sort(keys, stable=True)
+    if check_unique and n > 1:
+        dup = (sorted_keys[1:] == sorted_keys[:-1]).nonzero()
+        if dup.numel() > 0:
+            row = int(order[int(dup[0, 0]) + 1])
+            raise EngineError(
+                f"coords has duplicate site {coords[row].tolist()} (row {row}); "
+                "every site must occur once"
+            )
+    if bool((order[1:] > order[:-1]).all()):
+        order = None
+    return SiteSet(coords, order, extent)
+
+
+@dataclass(frozen=True)
+class NeighbourMap:
+    """Kernel map of a submanifold convolution (output sites = input sites).
+
+    Attributes
+    ----------
+    kernel_size, dim : int
+        Odd kernel edge and spatial dimension; ``K = kernel_size**dim`` offsets.
+    order : (N,) int64 or None
+        Permutation to lexicographic order of the sites; ``table`` and ``sparse_pairs``
+        index sites in that order, which keeps the gathers local.  None when the sites
+        are already sorted.
+    inverse : (N,) int64 or None
+        Inverse permutation of ``order``: row ``i`` of the sites is sorted row
+        ``inverse[i]``.
+    table : (K, N) int64
+        ``table[k, j]`` is the (sorted) input site at ``out j + offsets[k]``, or ``N``
+        where that site is inactive (index of a zero row appended to the features).
+    counts : tuple of K ints
+        Number of (in, out) pairs of each offset.
+    sparse_pairs : tuple of K entries
+        Sorted ``(in_idx, out_idx)``, both (P_k,) int64, for offsets with few pairs,
+        handled pair by pair; None for offsets handled through ``table``.
+    """
+
+    kernel_size: int
+    dim: int
+    order: Tensor | None
+    inverse: Tensor | None
+    table: Tensor
+    counts: tuple[int, ...]
+    sparse_pairs: tuple[tuple[Tensor, Tensor] | None, ...]
+
+    @property
+    def num_sites(self) -> int:
+        """Number of sites N (input = output)."""
+        return self.table.shape[1]
+
+    @property
+    def num_pairs(self) -> int:
+        """Total number of (in, out) pairs over all offsets."""
+        return sum(self.counts)
+
+    def pairs(self, k: int) -> tuple[Tensor, Tensor]:
+        """(in_idx, out_idx) of offset ``k`` in the sites' own row order.
+
+        Both (P_k,) int64, ``coords[in_idx] = coords[out_idx] + offsets[k]``.
+        """
+        stored = self.sparse_pairs[k]
+        if stored is None:
+            out_idx = (self.table[k] != self.num_sites).nonzero().squeeze(1)
+            stored = (self.table[k, out_idx], out_idx)
+        if self.order is None:
+            return stored
+        return self.order[stored[0]], self.order[stored[1]]
+
+
+def build_neighbour_map(sites: SiteSet, kernel_size: int) -> NeighbourMap:
+    """Find the neighbours of every site within an odd cubic kernel.
+
+    Only the first half of the offsets is searched: the pairs of offset ``-o`` are the
+    swapped pairs of ``+o``.
+
+    Parameters
+    ----------
+    sites : SiteSet
+        The sites, which are both the input and the output of the convolution.
+    kernel_size : int
+        Odd kernel edge.
+    """
+    offsets = kernel_offsets(kernel_size, sites.dim)
+    n_off = offsets.shape[0]
+    centre = n_off // 2
+    n = sites.num_sites
+    device = sites.coords.device
+    table = torch.full((n_off, n), n, dtype=torch.int64, device=device)
+    table[centre] = torch.arange(n, device=device)
+    counts = [0] * n_off
+    counts[centre] = n
+    if n > 1 and n_off > 1:
+        pad = kernel_size // 2
+        keys = site_keys(sites.sorted_coords(), sites.extent, pad)
+        strides = torch.tensor(_key_strides(sites.extent, pad), dtype=torch.int64)
+        deltas = (offsets[:centre] * strides).sum(dim=1).to(device)
+        query = keys.unsqueeze(0) + deltas.unsqueeze(1)
+        pos = torch.searchsorted(keys, query).clamp_(max=n - 1)
+        found = keys[pos] == query
+        k_idx, j_idx = found.nonzero(as_tuple=True)
+        i_idx = pos[k_idx, j_idx]
+        table[k_idx, j_idx] = i_idx
+        table[n_off - 1 - k_idx, i_idx] = j_idx
+        half = found.sum(dim=1).tolist()
+        for k, c in enumerate(half):
+            counts[k] = counts[n_off - 1 - k] = int(c)
+    sparse: list[tuple[Tensor, Tensor] | None] = [None] * n_off
+    for k, c in enumerate(counts):
+        if k != centre and c < _DENSE_FRACTION * n:
+            out_idx = (table[k] != n).nonzero().squeeze(1)
+            sparse[k] = (table[k, out_idx], out_idx)
+    inverse = None
+    if sites.order is not None:
+        inverse = torch.empty_like(sites.order)
+        inverse[sites.order] = torch.arange(n, device=device)
+    return NeighbourMap(
+        kernel_size, sites.dim, sites.order, inverse, table, tuple(counts), tuple(sparse)
+    )
+
+
+@dataclass(frozen=True)
+class DownsampleMap:
+    """Kernel map of the kernel-2 stride-2 convolution and of its transpose.
+
+    Every fine site ``p`` has exactly one pair: its parent ``floor(p/2)`` and the offset
+    given by its parity bits, ``sum_d (p_d mod 2) * 2**(D-1-d)``.
+
+    Attributes
+    ----------
+    dim : int
+        Spatial dimension D; ``V = 2**D`` offsets.
+    slot : (N_fine,) int64
+        ``parent * V + parity`` of every fine site.
+    child : (N_coarse * V,) int64
+        Inverse of ``slot``: the fine site in each slot, ``N_fine`` where it is inactive.
+    num_coarse : int
+        Number of coarse sites.
+    """
+
+    dim: int
+    slot: Tensor
+    child: Tensor
+    num_coarse: int
+
+    @property
+    def volume(self) -> int:
+        """Number of kernel offsets V = 2**D."""
+        return 2**self.dim
+
+    @property
+    def num_pairs(self) -> int:
+        """Number of (fine, coarse) pairs = number of fine sites."""
+        return self.slot.shape[0]
+
+    def pairs(self, k: int) -> tuple[Tensor, Tensor]:
+        """(fine_idx, coarse_idx) of offset ``k``, each (P_k,) int64."""
+        fine_idx = (self.slot % self.volume == k).nonzero().squeeze(1)
+        return fine_idx, self.slot[fine_idx] // self.volume
+
+
+def build_downsample_map(sites: SiteSet) -> tuple[DownsampleMap, SiteSet]:
+    """Coarse sites ``unique(floor(p/2))`` (sorted) and the fine-to-coarse map.
+
+    Parameters
+    ----------
+    sites : SiteSet
+        Fine sites.
+
+    Returns
+    -------
+    kmap : DownsampleMap
+    coarse : SiteSet
+        Coarse sites in lexicographic order.
+    """
+    dim = sites.dim
+    coords = sites.coords
+    parent = coords.clone()
+    parent[:, 1:] = coords[:, 1:] >> 1
+    bits = coords[:, 1:] & 1
+    weights = torch.tensor([2 ** (dim - 1 - d) for d in range(dim)], device=coords.device)
+    parity = (bits * weights).sum(dim=1)
+    extent = (sites.extent[0],) + tuple((e + 1) // 2 for e in sites.extent[1:])
+    keys = site_keys(parent, extent)
+    unique_keys, inverse = torch.unique(keys, sorted=True, return_inverse=True)
+    coarse = torch.empty((unique_keys.shape[0], dim + 1), dtype=torch.int64, device=coords.device)
+    rest = unique_keys
+    for d in range(dim, 0, -1):
+        coarse[:, d] = rest % extent[d]
+        rest = rest // extent[d]
+    coarse[:, 0] = rest
+    slot = inverse * (2**dim) + parity
+    n_fine = coords.shape[0]
+    child = torch.full((coarse.shape[0] * 2**dim,), n_fine, dtype=torch.int64, device=coords.device)
+    child[slot] = torch.arange(n_fine, device=coords.device)
+    coarse_sites = SiteSet(coarse, None, extent if coarse.shape[0] else (0,) * (dim + 1))
+    return DownsampleMap(dim, slot, child, coarse.shape[0]), coarse_sites

@@ -1,0 +1,282 @@
+"""The sparse engine equals dense convolution read at the sites, forward and backward."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as tnf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analysis_lib.sparse import (
+    SparseTensor,
+    from_dense,
+    kernel_offsets,
+    strided_conv,
+    submanifold_conv,
+    to_dense,
+    transposed_conv,
+)
+
+OPS = ["subm3", "subm5", "strided", "transposed"]
+QUANTITIES = ["forward", "grad_input", "grad_weight"]
+TOL = {"rtol": 1e-5, "atol": 1e-9}
+HYPOTHESIS = settings(
+    max_examples=6,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@dataclass
+class Case:
+    """A site set on a dense grid of shape (batch, *shape) and channel counts."""
+
+    coords: torch.Tensor
+    batch: int
+    shape: tuple[int, ...]
+    c_in: int
+    c_out: int
+    seed: int
+
+
+@st.composite
+def cases(draw: st.DrawFn, dim: int) -> Case:
+    """Random site sets: several batch entries, maybe an empty one, sites on the border."""
+    batch = draw(st.integers(1, 3))
+    shape = tuple(draw(st.integers(1, 7 if dim == 3 else 12)) for _ in range(dim))
+    density = draw(st.sampled_from([0.05, 0.3, 0.9]))
+    empty = draw(st.integers(-1, batch - 1))
+    seed = draw(st.integers(0, 2**31 - 1))
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(batch, *shape, generator=gen) < density
+    if empty >= 0:
+        mask[empty] = False
+    coords = mask.nonzero()
+    coords = coords[torch.randperm(coords.shape[0], generator=gen)]
+    c_in = draw(st.integers(1, 32))
+    c_out = draw(st.integers(1, 32))
+    return Case(coords, batch, shape, c_in, c_out, seed)
+
+
+def fixed_cases(dim: int) -> dict[str, Case]:
+    """Hand-made site sets: one voxel, image corners, an empty middle entry, nothing, and
+    a line with one site beside it (dense and pair-wise offsets in one map)."""
+    shape = (5,) * dim
+    line = [[0] + [2] * (dim - 1) + [z] for z in range(5)] + [[0, 3] + [2] * (dim - 2) + [0]]
+    corner = torch.tensor([[0] * (dim + 1), [0] + [4] * dim, [0] + [0] * (dim - 1) + [4]])
+    return {
+        "single": Case(torch.tensor([[0] + [2] * dim]), 1, shape, 3, 2, 1),
+        "corners": Case(corner, 1, shape, 2, 5, 2),
+        "empty_entry": Case(
+            torch.tensor([[0] + [1] * dim, [0] + [2] * dim, [2] + [4] * dim, [2] + [3] * dim]),
+            3,
+            shape,
+            4,
+            3,
+            3,
+        ),
+        "nothing": Case(torch.zeros((0, dim + 1), dtype=torch.int64), 2, shape, 2, 2, 4),
+        "line": Case(torch.tensor(line), 1, shape, 3, 4, 5),
+    }
+
+
+def dense_of(feats: torch.Tensor, coords: torch.Tensor, batch: int, shape: tuple) -> torch.Tensor:
+    """Differentiable scatter of (N, C) features to (B, C, *shape)."""
+    dense = feats.new_zeros(batch, *shape, feats.shape[1])
+    dense = dense.index_put(tuple(coords.t()), feats)
+    return dense.movedim(-1, 1)
+
+
+def read_at(dense: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Rows of a (B, C, *S) tensor at (N, 1+D) sites, (N, C)."""
+    return dense.movedim(1, -1)[tuple(coords.t())]
+
+
+def as_torch_weight(weight: torch.Tensor, edge: int, dim: int, transposed: bool) -> torch.Tensor:
+    """(edge**D, C_in, C_out) -> conv weight (C_out, C_in, k..) or transposed (C_in, C_out, k..)."""
+    w = weight.reshape(*([edge] * dim), weight.shape[1], weight.shape[2])
+    spatial = list(range(dim))
+    if transposed:
+        return w.permute(dim, dim + 1, *spatial)
+    return w.permute(dim + 1, dim, *spatial)
+
+
+def run_both(op: str, case: Case) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(sparse, dense) forward, input gradient and weight gradient of one op."""
+    dim = case.coords.shape[1] - 1
+    gen = torch.Generator().manual_seed(case.seed)
+    n = case.coords.shape[0]
+    fine = SparseTensor(case.coords, torch.zeros(n, case.c_in, dtype=torch.float64))
+    if op.startswith("subm"):
+        edge = int(op[4:])
+        x, shape, out_coords = fine, case.shape, case.coords
+        volume = edge**dim
+    else:
+        edge, volume = 2, 2**dim
+        shape = tuple(s + s % 2 for s in case.shape)
+    if op == "transposed":
+        w0 = torch.zeros(volume, case.c_in, 1, dtype=torch.float64)
+        coarse = strided_conv(fine, w0)
+        feats = torch.randn(len(coarse), case.c_in, dtype=torch.float64, generator=gen)
+        x = SparseTensor.derived(feats, 2, coarse.cache)
+        shape = tuple(s // 2 for s in shape)
+        out_coords = case.coords
+    else:
+        feats = torch.randn(n, case.c_in, dtype=torch.float64, generator=gen)
+        x = fine.with_feats(feats)
+    weight = torch.randn(volume, case.c_in, case.c_out, dtype=torch.float64, generator=gen)
+
+    feats_s = x.feats.clone().requires_grad_()
+    weight_s = weight.clone().requires_grad_()
+    xs = x.with_feats(feats_s)
+    if op.startswith("subm"):
+        out_s = submanifold_conv(xs, weight_s)
+    elif op == "strided":
+        out_s = strided_conv(xs, weight_s)
+        out_coords = out_s.coords
+    else:
+        out_s = transposed_conv(xs, weight_s)
+
+    feats_d = x.feats.clone().requires_grad_()
+    weight_d = weight.clone().requires_grad_()
+    dense_in = dense_of(feats_d, x.coords, case.batch, shape)
+    tw = as_torch_weight(weight_d, edge, dim, op == "transposed").contiguous()
+    if op.startswith("subm"):
+        conv = tnf.conv2d if dim == 2 else tnf.conv3d
+        dense_out = conv(dense_in, tw, padding=edge // 2)
+    elif op == "strided":
+        conv = tnf.conv2d if dim == 2 else tnf.conv3d
+        dense_out = conv(dense_in, tw, stride=2)
+    else:
+        conv_t = tnf.conv_transpose2d if dim == 2 else tnf.conv_transpose3d
+        dense_out = conv_t(dense_in, tw, stride=2)
+    out_d = read_at(dense_out, out_coords)
+
+    grad = torch.randn(out_d.shape, dtype=torch.float64, generator=gen)
+    gs = torch.autograd.grad(out_s.feats, [feats_s, weight_s], grad, allow_unused=True)
+    gd = torch.autograd.grad(out_d, [feats_d, weight_d], grad, allow_unused=True)
+    gs = [
+        torch.zeros_like(t) if g is None else g
+        for g, t in zip(gs, [feats_s, weight_s], strict=True)
+    ]
+    gd = [
+        torch.zeros_like(t) if g is None else g
+        for g, t in zip(gd, [feats_d, weight_d], strict=True)
+    ]
+    assert torch.equal(out_s.coords, out_coords)
+    return {
+        "forward": (out_s.feats, out_d),
+        "grad_input": (gs[0], gd[0]),
+        "grad_weight": (gs[1], gd[1]),
+    }
+
+
+@pytest.mark.parametrize("quantity", QUANTITIES)
+@pytest.mark.parametrize("op", OPS)
+@given(case=cases(dim=2))
+@HYPOTHESIS
+def test_equals_dense_2d(op: str, quantity: str, case: Case) -> None:
+    sparse, dense = run_both(op, case)[quantity]
+    torch.testing.assert_close(sparse, dense, **TOL)
+
+
+@pytest.mark.parametrize("quantity", QUANTITIES)
+@pytest.mark.parametrize("op", OPS)
+@given(case=cases(dim=3))
+@HYPOTHESIS
+def test_equals_dense_3d(op: str, quantity: str, case: Case) -> None:
+    sparse, dense = run_both(op, case)[quantity]
+    torch.testing.assert_close(sparse, dense, **TOL)
+
+
+@pytest.mark.parametrize("quantity", QUANTITIES)
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("name", ["single", "corners", "empty_entry", "nothing", "line"])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_equals_dense_fixed(dim: int, name: str, op: str, quantity: str) -> None:
+    sparse, dense = run_both(op, fixed_cases(dim)[name])[quantity]
+    torch.testing.assert_close(sparse, dense, **TOL)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_line_uses_both_paths(dim: int) -> None:
+    case = fixed_cases(dim)["line"]
+    kmap = SparseTensor(case.coords, torch.zeros(6, 1)).cache.neighbour_map(1, 3)
+    kinds = {pairs is None for k, pairs in enumerate(kmap.sparse_pairs) if kmap.counts[k]}
+    assert kinds == {True, False}
+
+
+def test_kernel_offsets_order() -> None:
+    offsets = kernel_offsets(3, 3)
+    expected = torch.tensor([[a, b, c] for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)])
+    assert torch.equal(offsets, expected)
+
+
+@pytest.mark.parametrize(("kernel_size", "dim"), [(1, 2), (3, 2), (5, 3)])
+def test_kernel_offsets_mirror(kernel_size: int, dim: int) -> None:
+    offsets = kernel_offsets(kernel_size, dim)
+    assert torch.equal(offsets.flip(0), -offsets)
+
+
+@given(case=cases(dim=3))
+@HYPOTHESIS
+def test_neighbour_pairs_match_brute_force(case: Case) -> None:
+    x = SparseTensor(case.coords, torch.zeros(len(case.coords), 1))
+    kmap = x.cache.neighbour_map(1, 3)
+    index = {tuple(c): i for i, c in enumerate(case.coords.tolist())}
+    found = []
+    expected = []
+    for k, offset in enumerate(kernel_offsets(3, 3).tolist()):
+        in_idx, out_idx = kmap.pairs(k)
+        found.append(sorted(zip(in_idx.tolist(), out_idx.tolist(), strict=True)))
+        pairs = []
+        for j, c in enumerate(case.coords.tolist()):
+            i = index.get((c[0], c[1] + offset[0], c[2] + offset[1], c[3] + offset[2]))
+            if i is not None:
+                pairs.append((i, j))
+        expected.append(sorted(pairs))
+    assert found == expected
+
+
+@given(case=cases(dim=2))
+@HYPOTHESIS
+def test_downsample_pairs_follow_parity(case: Case) -> None:
+    x = SparseTensor(case.coords, torch.zeros(len(case.coords), 1))
+    kmap = x.cache.downsample_map(1)
+    coarse = x.cache.sites(2).coords
+    found = set()
+    for k in range(4):
+        fine_idx, coarse_idx = kmap.pairs(k)
+        found |= set(zip(fine_idx.tolist(), coarse_idx.tolist(), [k] * len(fine_idx), strict=True))
+    expected = set()
+    for i, (b, p, q) in enumerate(case.coords.tolist()):
+        j = coarse.tolist().index([b, p // 2, q // 2])
+        expected.add((i, j, (p % 2) * 2 + q % 2))
+    assert found == expected
+
+
+def test_coarse_sites_sorted_unique() -> None:
+    coords = torch.tensor([[1, 3, 3], [0, 5, 1], [0, 4, 0], [1, 2, 2], [0, 0, 1]])
+    x = strided_conv(SparseTensor(coords, torch.ones(5, 1)), torch.ones(4, 1, 1))
+    assert x.coords.tolist() == [[0, 0, 0], [0, 2, 0], [1, 1, 1]]
+
+
+def test_to_dense_from_dense_round_trip() -> None:
+    gen = torch.Generator().manual_seed(0)
+    dense = torch.randn(2, 3, 4, 5, 6, generator=gen) * (torch.rand(2, 1, 4, 5, 6) < 0.3)
+    x = from_dense(dense)
+    torch.testing.assert_close(to_dense(x, (4, 5, 6), 2), dense)
+
+
+def test_to_dense_from_dense_gradients() -> None:
+    coords = torch.tensor([[0, 1, 1], [1, 0, 2], [0, 2, 0]])
+    feats = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    dense = to_dense(SparseTensor(coords, feats), (3, 3), 2)
+    back = from_dense(dense, coords)
+    grad = torch.randn(3, 2, dtype=torch.float64)
+    (g,) = torch.autograd.grad(back.feats, feats, grad)
+    torch.testing.assert_close(g, grad)
