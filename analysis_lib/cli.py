@@ -1,12 +1,14 @@
-"""Command line: ``python -m analysis_lib simulate|data|validate-sim|reproduce``."""
+"""Command line: ``python -m analysis_lib simulate|data|validate-sim|train|evaluate|reproduce``."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import yaml
 
 from analysis_lib.errors import AnalysisError
+from analysis_lib.labels import CLASS_NAMES
 
 
 def _physics_overrides(pairs: list[str]) -> dict:
@@ -60,6 +62,31 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     reproduce(args.profile, only=args.only, skip_build=args.no_build)
 
 
+def _cmd_train(args: argparse.Namespace) -> None:
+    from analysis_lib.train import TrainConfig, train
+
+    cfg = TrainConfig(data=args.data, dim=args.dim, projection=args.projection,
+                      backend=args.backend, depth=args.depth, filters=args.filters,
+                      growth=args.growth, batch_size=args.batch_size,
+                      iterations=args.iterations, learning_rate=args.lr,
+                      class_weights=args.weights, relabel=args.relabel,
+                      checkpoint_every=args.checkpoint_every, seed=args.seed)
+    print(train(cfg, args.out, resume=args.resume, workers=args.workers))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from analysis_lib.train import evaluate
+
+    result = evaluate(args.checkpoint, args.data, args.batch_size, relabeled=args.relabeled)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['n_events']} events: nonzero accuracy {result['nonzero_accuracy']:.4f} "
+          f"± {result['nonzero_accuracy_std']:.4f}")
+    for name, value in zip(CLASS_NAMES, result["classwise_accuracy"], strict=True):
+        print(f"  {name:<10} {'absent' if value is None else f'{value:.4f}'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="python -m analysis_lib", description=__doc__)
@@ -90,6 +117,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=2024)
     p.add_argument("--scale", type=float, default=1.0, help="single-particle statistics factor")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("train", help="train a U-ResNet (torchrun for several processes)")
+    p.add_argument("--data", required=True, help="larcv3 HDF5 file of training events")
+    p.add_argument("--out", required=True, help="folder for metrics.jsonl and checkpoints")
+    p.add_argument("--dim", type=int, default=3, choices=(2, 3))
+    p.add_argument("--projection", type=int, default=0, choices=(0, 1, 2))
+    p.add_argument("--backend", default="sparse", choices=("sparse", "dense"))
+    p.add_argument("--depth", type=int, default=5)
+    p.add_argument("--filters", type=int, default=16)
+    p.add_argument("--growth", choices=("linear", "power"), default=None)
+    p.add_argument("--batch-size", type=int, default=4, help="events per process")
+    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weights", action="store_true", help="per-event class weights")
+    p.add_argument("--relabel", action="store_true", help="train on relabeled Michel/delta")
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="the study's metrics of a checkpoint on a sample")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--relabeled", action="store_true", help="score against relabeled truth")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("reproduce", help="make data, execute the notebooks, build the book")
     p.add_argument("--profile", default="ci", choices=("ci", "paper"))

@@ -1,4 +1,4 @@
-"""Timings of the sparse engine's kernel maps and convolutions on thin-track data.
+"""Timings of the sparse engine's kernel maps and convolutions on LArTPC-like data.
 
 Prints one table row per (op, voxel count, channels, device): the median wall time and
 the useful GFLOP/s, counting ``2 * pairs * C_in * C_out`` per forward (twice that for a
@@ -15,9 +15,11 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from analysis_lib.sim import PhysicsConfig, simulate_event
 from analysis_lib.sparse import (
     SparseTensor,
     build_downsample_map,
@@ -63,6 +65,27 @@ def thin_track_coords(n_voxels: int, seed: int, grid: int = 512) -> Tensor:
         keys = torch.unique(torch.cat([keys, new]))
     xyz = torch.stack([keys // (grid * grid), keys // grid % grid, keys % grid], dim=1)
     return torch.cat([torch.zeros_like(xyz[:, :1]), xyz], dim=1)
+
+
+def simulated_event_coords(n_voxels: int, seed: int, size: int = 512) -> Tensor:
+    """Simulated LArTPC events (``size``³, 3 mm voxels), one batch entry each, until at least
+    ``n_voxels`` voxels are active; raster order within each event.
+
+    Returns
+    -------
+    coords : (N, 4) int64
+    """
+    blocks, total, index = [], 0, 0
+    while total < n_voxels:
+        event = simulate_event(np.random.default_rng([seed, index]), size, PhysicsConfig())
+        xyz = torch.from_numpy(event.voxels.coords)
+        blocks.append(torch.cat([torch.full((len(xyz), 1), len(blocks)), xyz], dim=1))
+        total += len(xyz)
+        index += 1
+    return torch.cat(blocks)
+
+
+SOURCES: dict[str, DataSource] = {"sim": simulated_event_coords, "tracks": thin_track_coords}
 
 
 def median_ms(fn: Callable[[], object], device: torch.device, budget_s: float) -> float:
@@ -146,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, 16 channels")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--budget", type=float, default=1.5, help="seconds per timing")
+    parser.add_argument("--source", choices=sorted(SOURCES), default="sim",
+                        help="simulated 512 px events (default) or synthetic polyline tracks")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -154,10 +179,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("CUDA is not available")
     sizes = [7_000, 70_000] if args.quick else [7_000, 70_000, 700_000]
     channel_counts = [16] if args.quick else [16, 64]
-    source: DataSource = thin_track_coords
+    source = SOURCES[args.source]
     budget = 0.3 if args.quick else args.budget
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, data: {args.source}")
     header = f"{'op':<22}{'voxels':>9}{'C':>4}{'pairs':>11}{'device':>7}{'ms':>11}{'GFLOP/s':>9}"
     print(header)
     print("-" * len(header))

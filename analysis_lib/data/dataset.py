@@ -6,12 +6,11 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import numpy as np
 
 from analysis_lib.data.larcv_read import Larcv3File
-from analysis_lib.data.larcv_schema import ImageMeta
+from analysis_lib.data.larcv_schema import ClosingContext, ImageMeta
 from analysis_lib.errors import DataError
 
 N_CLASSES = 5
@@ -178,7 +177,7 @@ def _as_int(values: np.ndarray, low: int, high: int, what: str, where: str) -> n
     return values.astype(np.int64)
 
 
-class LArTPCDataset(Sequence[Event]):
+class LArTPCDataset(ClosingContext, Sequence[Event]):
     """Events of one larcv3 file, read one at a time; see :func:`open_dataset`.
 
     The HDF5 file is opened on first access (so the object pickles to worker processes
@@ -257,16 +256,6 @@ class LArTPCDataset(Sequence[Event]):
             self._reader.close()
             self._reader = None
 
-    def __enter__(self) -> LArTPCDataset:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

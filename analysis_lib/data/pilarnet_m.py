@@ -26,14 +26,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 
 import h5py
 import numpy as np
 
 from analysis_lib.data.dataset import Event
 from analysis_lib.data.larcv_read import open_hdf5
-from analysis_lib.data.larcv_schema import ImageMeta
+from analysis_lib.data.larcv_schema import ClosingContext, ImageMeta
 from analysis_lib.errors import DataError
 
 CUBE_PX = 768
@@ -78,7 +77,7 @@ def study_classes(semantic: np.ndarray, pid: np.ndarray | None) -> np.ndarray:
     return classes
 
 
-class PilarnetMDataset(Sequence[Event]):
+class PilarnetMDataset(ClosingContext, Sequence[Event]):
     """Events of one PILArNet-M file; the HDF5 file opens on first access (picklable).
 
     Parameters
@@ -162,16 +161,6 @@ class PilarnetMDataset(Sequence[Event]):
             self._file.close()
             self._file = None
 
-    def __enter__(self) -> PilarnetMDataset:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

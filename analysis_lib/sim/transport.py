@@ -43,27 +43,8 @@ S_KIND, S_X, S_Y, S_Z, S_DX, S_DY, S_DZ, S_T, S_OWNER, S_SEM, S_PRIM, S_TABLED =
 STACK_WIDTH = 12
 # Columns of the particle-table rows.
 (
-    T_KIND,
-    T_PARENT,
-    T_ROOT,
-    T_PROCESS,
-    T_X0,
-    T_Y0,
-    T_Z0,
-    T_X1,
-    T_Y1,
-    T_Z1,
-    T_KE,
-    T_DX,
-    T_DY,
-    T_DZ,
-    T_SEM,
-    T_EIN,
-    T_EDEP,
-    T_ECHILD,
-    T_EOUT,
-    T_INTERACTION,
-    T_LENGTH,
+    T_KIND, T_PARENT, T_ROOT, T_PROCESS, T_X0, T_Y0, T_Z0, T_X1, T_Y1, T_Z1, T_KE, T_DX, T_DY, T_DZ,
+    T_SEM, T_EIN, T_EDEP, T_ECHILD, T_EOUT, T_INTERACTION, T_LENGTH
 ) = range(21)
 TABLE_WIDTH = 21
 # Columns of the deposit rows.
@@ -72,15 +53,7 @@ DEPOSIT_WIDTH = 7
 
 # Indices into the settings vector passed to the engine (see :class:`PhysicsConfig`).
 (
-    Q_STEP_HEAVY,
-    Q_STEP_E,
-    Q_SPACING,
-    Q_LAMBDA_P,
-    Q_LAMBDA_PI,
-    Q_CAPTURE,
-    Q_MARGIN,
-    Q_ECUT,
-    Q_KCUT,
+    Q_STEP_HEAVY, Q_STEP_E, Q_SPACING, Q_LAMBDA_P, Q_LAMBDA_PI, Q_CAPTURE, Q_MARGIN, Q_ECUT, Q_KCUT
 ) = range(9)
 SETTINGS_WIDTH = 9
 
@@ -340,20 +313,8 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
                 if td >= q[Q_ECUT]:
                     table[row, T_ECHILD] += td
                     table = _new_row(
-                        table,
-                        nt,
-                        ELECTRON,
-                        row,
-                        delta_process,
-                        px,
-                        py,
-                        pz,
-                        ex,
-                        ey,
-                        ez,
-                        td,
-                        3,
-                        interaction,
+                        table, nt, ELECTRON, row, delta_process, px, py, pz, ex, ey, ez, td, 3,
+                        interaction
                     )
                     stack = _push(
                         stack, ns, ELECTRON, px, py, pz, ex, ey, ez, td, nt[0] - 1, 3, 1, 1
@@ -361,16 +322,8 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
                 else:
                     reach = _lookup(tab, Row.RANGE_ELECTRON, td)
                     dep = _deposit(
-                        dep,
-                        nd,
-                        px + reach * ex,
-                        py + reach * ey,
-                        pz + reach * ez,
-                        td,
-                        row,
-                        sem,
-                        0,
-                        table,
+                        dep, nd, px + reach * ex, py + reach * ey, pz + reach * ez, td, row, sem, 0,
+                        table
                     )
         e_cont = min(e_cont, t - e_delta)
         dep = _deposit_segment(
@@ -453,28 +406,8 @@ def _brems_photon_energy(rng, t, kc):
 
 @njit(cache=True)
 def _electron(
-    rng,
-    tab,
-    kind,
-    x,
-    y,
-    z,
-    dx,
-    dy,
-    dz,
-    t,
-    owner,
-    sem,
-    prim,
-    tabled,
-    stack,
-    ns,
-    dep,
-    nd,
-    table,
-    q,
-    lo,
-    hi,
+    rng, tab, kind, x, y, z, dx, dy, dz, t, owner, sem, prim, tabled, stack, ns, dep, nd, table, q,
+    lo, hi
 ):
     """Follow one e±: 1 mm steps with collision loss, brems and scattering; below the tracking
     cut the rest is laid on a straight segment of its CSDA range. A positron annihilates."""
@@ -504,19 +437,8 @@ def _electron(
                 t_rad -= k
                 s = rng.random() * step
                 stack = _push(
-                    stack,
-                    ns,
-                    PHOTON,
-                    x + s * dx,
-                    y + s * dy,
-                    z + s * dz,
-                    dx,
-                    dy,
-                    dz,
-                    k,
-                    owner,
-                    sem,
-                    0,
+                    stack, ns, PHOTON, x + s * dx, y + s * dy, z + s * dz, dx, dy, dz, k, owner,
+                    sem, 0
                 )
         dep = _deposit_segment(
             dep, nd, x, y, z, dx, dy, dz, step, e_col, owner, sem, prim, table, spacing
@@ -600,19 +522,8 @@ def _photon(
         norm = math.sqrt(px * px + py * py + pz * pz)
         if norm > 0.0:
             stack = _push(
-                stack,
-                ns,
-                ELECTRON,
-                x,
-                y,
-                z,
-                px / norm,
-                py / norm,
-                pz / norm,
-                e - e_out,
-                owner,
-                sem,
-                0,
+                stack, ns, ELECTRON, x, y, z, px / norm, py / norm, pz / norm, e - e_out, owner,
+                sem, 0
             )
         else:
             dep = _deposit(dep, nd, x, y, z, e - e_out, owner, sem, 0, table)
@@ -663,73 +574,17 @@ def transport(primaries, tab, q, lo, hi, rng):
         x, y, z, dx, dy, dz, t = s[S_X], s[S_Y], s[S_Z], s[S_DX], s[S_DY], s[S_DZ], s[S_T]
         if kind == PHOTON:
             stack, dep = _photon(
-                rng,
-                tab,
-                x,
-                y,
-                z,
-                dx,
-                dy,
-                dz,
-                t,
-                owner,
-                sem,
-                tabled,
-                stack,
-                ns,
-                dep,
-                nd,
-                table,
-                q,
-                lo,
-                hi,
+                rng, tab, x, y, z, dx, dy, dz, t, owner, sem, tabled, stack, ns, dep, nd, table, q,
+                lo, hi
             )
         elif kind == ELECTRON or kind == POSITRON:
             stack, dep = _electron(
-                rng,
-                tab,
-                kind,
-                x,
-                y,
-                z,
-                dx,
-                dy,
-                dz,
-                t,
-                owner,
-                sem,
-                prim,
-                tabled,
-                stack,
-                ns,
-                dep,
-                nd,
-                table,
-                q,
-                lo,
-                hi,
+                rng, tab, kind, x, y, z, dx, dy, dz, t, owner, sem, prim, tabled, stack, ns, dep,
+                nd, table, q, lo, hi
             )
         else:
             stack, dep, table = _heavy(
-                rng,
-                tab,
-                kind,
-                owner,
-                x,
-                y,
-                z,
-                dx,
-                dy,
-                dz,
-                t,
-                stack,
-                ns,
-                dep,
-                nd,
-                table,
-                nt,
-                q,
-                lo,
-                hi,
+                rng, tab, kind, owner, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, table, nt, q, lo,
+                hi
             )
     return dep[: nd[0]].copy(), table[: nt[0]].copy()

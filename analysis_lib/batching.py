@@ -1,0 +1,138 @@
+"""Events → torch batches: a map-style dataset over a larcv3 file, a deterministic batch
+sampler that a resumed or distributed run can reproduce, and the collate function."""
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from analysis_lib.data import Event, open_dataset
+from analysis_lib.errors import ConfigError
+
+#: (label, prim_ion) → label: a relabeling applied to every event before batching.
+LabelTransform = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
+
+
+@dataclass
+class Batch:
+    """Voxels of several events, batch index first in ``coords``.
+
+    Attributes
+    ----------
+    coords : (N, 1+D) int64
+    feats : (N, 1) float32, the deposited energy (MeV)
+    labels : (N,) int64
+    spatial_size : voxels per side of the images
+    n_events : number of events (batch entries)
+    """
+
+    coords: Tensor
+    feats: Tensor
+    labels: Tensor
+    spatial_size: int
+    n_events: int
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """The batch on ``device``."""
+        return Batch(self.coords.to(device), self.feats.to(device), self.labels.to(device),
+                     self.spatial_size, self.n_events)
+
+
+class EventDataset(torch.utils.data.Dataset):
+    """Events of one larcv3 file as (coords, energy, label) arrays; opened lazily per worker."""
+
+    def __init__(self, path: str, dim: int = 3, projection: int = 0,
+                 transform: LabelTransform | None = None) -> None:
+        self.path, self.dim, self.projection, self.transform = path, dim, projection, transform
+        with open_dataset(path, dim=dim, projection=projection) as events:
+            self.length = len(events)
+            self.spatial_size = int(events.meta.size_px[0])
+        self._events = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Event:
+        if self._events is None:
+            self._events = open_dataset(self.path, dim=self.dim, projection=self.projection)
+        event = self._events[index]
+        if event.label is None:
+            raise ConfigError(f"{self.path}: event {index} has no labels; training needs them")
+        if self.transform is not None:
+            event.label = self.transform(event.label, event.prim_ion)
+        return event
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_events": None}
+
+
+def collate(events: Sequence[Event], spatial_size: int) -> Batch:
+    """Stack events into one :class:`Batch` (event ``i`` gets batch index ``i``)."""
+    coords = [np.column_stack([np.full(len(e.coords), i), e.coords]) for i, e in
+              enumerate(events)]
+    return Batch(
+        coords=torch.from_numpy(np.concatenate(coords).astype(np.int64)),
+        feats=torch.from_numpy(np.concatenate([e.energy for e in events])[:, None]
+                               .astype(np.float32)),
+        labels=torch.from_numpy(np.concatenate([e.label for e in events]).astype(np.int64)),
+        spatial_size=spatial_size,
+        n_events=len(events),
+    )
+
+
+def first_events(path: str, n_events: int, dim: int = 3, projection: int = 0) -> Batch:
+    """A batch of the first ``n_events`` events of a file (cycling when it has fewer), for
+    resource measurements."""
+    with open_dataset(path, dim=dim, projection=projection) as events:
+        if len(events) == 0:
+            raise ConfigError(f"{path} has no events")
+        chosen = [events[i % len(events)] for i in range(n_events)]
+        return collate(chosen, int(events.meta.size_px[0]))
+
+
+class BatchSchedule(torch.utils.data.Sampler):
+    """Event indices of each iteration, a pure function of (seed, iteration, rank).
+
+    Iteration ``i`` of epoch ``e = i // batches_per_epoch`` takes the next ``batch_size *
+    world_size`` events of the permutation drawn from ``(seed, e)``; rank ``r`` gets its
+    ``batch_size`` slice. A run resumed at iteration ``start`` therefore sees exactly the
+    batches an uninterrupted run would, and the ranks of a distributed run together see the
+    batch a single process would.
+    """
+
+    def __init__(self, n_events: int, batch_size: int, seed: int, start: int, stop: int,
+                 rank: int = 0, world_size: int = 1) -> None:
+        global_batch = batch_size * world_size
+        if n_events < global_batch:
+            raise ConfigError(f"the data set has {n_events} events, fewer than one global "
+                              f"batch ({batch_size} x {world_size} processes)")
+        self.n_events, self.batch_size, self.seed = n_events, batch_size, seed
+        self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
+        self.per_epoch = n_events // global_batch
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def indices(self, iteration: int) -> list[int]:
+        """This rank's event indices at ``iteration``."""
+        epoch, step = divmod(iteration, self.per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.n_events)
+        first = (step * self.world_size + self.rank) * self.batch_size
+        return order[first:first + self.batch_size].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for iteration in range(self.start, self.stop):
+            yield self.indices(iteration)
+
+
+def loader(dataset: EventDataset, schedule: BatchSchedule, workers: int = 0
+           ) -> torch.utils.data.DataLoader:
+    """A DataLoader that yields :class:`Batch` objects in the schedule's order."""
+    size = dataset.spatial_size
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=schedule, num_workers=workers,
+        collate_fn=partial(collate, spatial_size=size), persistent_workers=False,
+    )

@@ -1,0 +1,255 @@
+"""Training and evaluation of the U-ResNet.
+
+Adam on the study's loss (softmax cross-entropy averaged per event over its nonzero voxels, then
+over the events of the batch), optional per-event class weights, checkpoints that resume exactly,
+a JSON-lines log, AMP on CUDA and data-parallel training with ``torchrun``.
+"""
+
+import dataclasses
+import json
+import os
+import resource
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.nn import functional
+from tqdm import tqdm
+
+from analysis_lib.batching import Batch, BatchSchedule, EventDataset, collate, loader
+from analysis_lib.data import open_dataset
+from analysis_lib.data.relabel import relabel
+from analysis_lib.errors import ConfigError
+from analysis_lib.metrics import SampleMetrics
+from analysis_lib.models import UResNet
+
+CHECKPOINT_PREFIX = "checkpoint_"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (its hash names the run's folder)."""
+
+    data: str
+    dim: int = 3
+    projection: int = 0
+    backend: str = "sparse"
+    depth: int = 5
+    filters: int = 16
+    reps: int = 2
+    growth: str | None = None
+    batch_size: int = 4
+    iterations: int = 1000
+    learning_rate: float = 1e-3
+    class_weights: bool = False
+    relabel: bool = False
+    checkpoint_every: int = 500
+    seed: int = 0
+    amp: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "iterations", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate={self.learning_rate} must be > 0")
+
+    def model(self) -> UResNet:
+        """A freshly initialised network of this configuration."""
+        return UResNet(self.dim, self.depth, self.filters, self.reps, self.backend, self.growth)
+
+
+def event_loss(logits: Tensor, labels: Tensor, batch_index: Tensor, n_events: int,
+               class_weights: bool = False) -> Tensor:
+    """Cross-entropy averaged per event over its voxels, then over the events that have voxels.
+
+    With ``class_weights``, voxel i of class c in event e weighs N_e / (n_present_e · N_e,c),
+    so every class present in an event contributes equally to its loss.
+    """
+    per_voxel = functional.cross_entropy(logits.float(), labels, reduction="none")
+    counts = torch.bincount(batch_index, minlength=n_events).clamp(min=1).float()
+    if class_weights:
+        num_classes = logits.shape[1]
+        pair = batch_index * num_classes + labels
+        per_class = torch.bincount(pair, minlength=n_events * num_classes).float()
+        present = (per_class.view(n_events, num_classes) > 0).sum(1).clamp(min=1).float()
+        weight = counts[batch_index] / (present[batch_index] * per_class[pair])
+        per_voxel = per_voxel * weight
+    per_event = torch.zeros(n_events, device=logits.device).index_add_(0, batch_index, per_voxel)
+    nonempty = torch.bincount(batch_index, minlength=n_events) > 0
+    if not nonempty.any():
+        return logits.sum() * 0.0  # a batch of empty events: nothing to learn, no NaN
+    return (per_event / counts)[nonempty].mean()
+
+
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak GPU memory allocated (CUDA) or peak resident set size of this process (CPU)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _checkpoints(out_dir: Path) -> list[Path]:
+    return sorted(out_dir.glob(f"{CHECKPOINT_PREFIX}*.pt"),
+                  key=lambda p: int(p.stem.removeprefix(CHECKPOINT_PREFIX)))
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint of the highest iteration in ``out_dir``, if any."""
+    found = _checkpoints(Path(out_dir))
+    return found[-1] if found else None
+
+
+def _save(path: Path, model, optimizer, iteration: int, wall: float, cfg: TrainConfig) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "iteration": iteration, "wall_time_s": wall, "config": dataclasses.asdict(cfg),
+             "torch_rng": torch.get_rng_state()}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _transform(cfg: TrainConfig):
+    return relabel if cfg.relabel else None
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size), initialising the process group when run under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
+          progress: bool = True, workers: int = 0) -> Path:
+    """Train, writing ``metrics.jsonl`` and checkpoints into ``out_dir``; returns the last
+    checkpoint. ``resume`` continues from the latest checkpoint there, reproducing the
+    uninterrupted run exactly on CPU (same batches, same optimizer state)."""
+    out_dir = Path(out_dir)
+    rank, world = _distributed()
+    device = _device()
+    dataset = EventDataset(cfg.data, cfg.dim, cfg.projection, _transform(cfg))
+    torch.manual_seed(cfg.seed)
+    model = cfg.model()
+    model.check_image_size(dataset.spatial_size)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    start, wall = 0, 0.0
+    log_path = out_dir / "metrics.jsonl"
+    if resume and (ckpt := latest_checkpoint(out_dir)) is not None:
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        start, wall = state["iteration"], state["wall_time_s"]
+        if rank == 0:
+            _truncate_log(log_path, start)
+    elif rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("")
+        (out_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    schedule = BatchSchedule(len(dataset), cfg.batch_size, cfg.seed, start, cfg.iterations, rank,
+                             world)
+    use_amp = cfg.amp and device.type == "cuda"
+    bar = tqdm(total=cfg.iterations, initial=start, desc="train", disable=not progress or rank)
+    with log_path.open("a") if rank == 0 else open(os.devnull, "w") as log:
+        for iteration, batch in enumerate(loader(dataset, schedule, workers), start=start + 1):
+            t0 = time.perf_counter()
+            batch = batch.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = net(batch.coords, batch.feats, batch.spatial_size)
+            loss = event_loss(logits, batch.labels, batch.coords[:, 0], batch.n_events,
+                              cfg.class_weights)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at iteration {iteration}; "
+                                         f"resume from the last checkpoint with a lower rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            wall += time.perf_counter() - t0
+            accuracy = (logits.argmax(1) == batch.labels).float().mean().item()
+            log.write(json.dumps({"iteration": iteration, "loss": loss.item(),
+                                  "nonzero_accuracy": accuracy, "wall_time_s": wall,
+                                  "peak_memory_bytes": peak_memory_bytes(device)}) + "\n")
+            log.flush()
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.3f}")
+            if rank == 0 and (iteration % cfg.checkpoint_every == 0
+                              or iteration == cfg.iterations):
+                _save(out_dir / f"{CHECKPOINT_PREFIX}{iteration}.pt", model, optimizer,
+                      iteration, wall, cfg)
+    bar.close()
+    return out_dir / f"{CHECKPOINT_PREFIX}{cfg.iterations}.pt"
+
+
+def _truncate_log(path: Path, iteration: int) -> None:
+    """Keep the log lines up to ``iteration`` (a run killed after a checkpoint wrote more)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    kept = [line for line in lines if json.loads(line)["iteration"] <= iteration]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
+               ) -> tuple[UResNet, TrainConfig]:
+    """The network of a checkpoint, in eval mode, and its training configuration."""
+    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    cfg = TrainConfig(**state["config"])
+    model = cfg.model()
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
+
+
+def predict(model: UResNet, data: str | os.PathLike, batch_size: int = 4, relabeled: bool = False,
+            device: str | torch.device = "cpu") -> Iterator[dict]:
+    """Per event of ``data``: coords, label, predicted class and softmax scores (numpy)."""
+    with open_dataset(data, dim=model.dim) as events:
+        size = int(events.meta.size_px[0])
+        for first in range(0, len(events), batch_size):
+            chunk = [events[i] for i in range(first, min(first + batch_size, len(events)))]
+            if relabeled:
+                for event in chunk:
+                    event.label = relabel(event.label, event.prim_ion)
+            batch: Batch = collate(chunk, size).to(device)
+            with torch.no_grad():
+                probs = torch.softmax(model(batch.coords, batch.feats, size).float(), 1)
+            index = batch.coords[:, 0].cpu().numpy()
+            probs = probs.cpu().numpy()
+            for i, event in enumerate(chunk):
+                mine = index == i
+                yield {"index": event.index, "coords": event.coords, "energy": event.energy,
+                       "label": event.label, "probs": probs[mine],
+                       "pred": probs[mine].argmax(1)}
+
+
+def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, batch_size: int = 4,
+             relabeled: bool = False, device: str | torch.device = "cpu") -> dict:
+    """The study's metrics of a trained network on a sample (see :class:`SampleMetrics`)."""
+    model, _ = load_model(checkpoint, device)
+    metrics = SampleMetrics()
+    for event in predict(model, data, batch_size, relabeled, device):
+        metrics.update(event["pred"], event["label"])
+    return metrics.summary()
+
+
+def read_log(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The columns of a run's ``metrics.jsonl`` as arrays."""
+    rows = [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text()
+            .splitlines()]
+    return {key: np.array([r[key] for r in rows]) for key in (rows[0] if rows else {})}

@@ -1,0 +1,43 @@
+"""Cached runs and resource measurements."""
+
+import dataclasses
+
+import pytest
+
+from analysis_lib.batching import first_events
+from analysis_lib.errors import ConfigError
+from analysis_lib.experiments import Experiment, code_version
+from analysis_lib.profile import ModelSpec, measure
+from analysis_lib.train import TrainConfig
+
+
+def test_run_is_cached_and_keyed_by_config(tiny_sample, tmp_path):
+    cfg = TrainConfig(data=str(tiny_sample), depth=3, filters=4, batch_size=2, iterations=2)
+    run = Experiment(cfg, root=tmp_path)
+    checkpoint = run.run(progress=False)
+    stamp = checkpoint.stat().st_mtime_ns
+    assert Experiment(cfg, root=tmp_path).run(progress=False).stat().st_mtime_ns == stamp
+    other = Experiment(dataclasses.replace(cfg, filters=8), root=tmp_path)
+    assert other.key != run.key
+    first = run.evaluation(tiny_sample)
+    assert run.evaluation(tiny_sample) == first
+    assert len(list(run.folder.glob("eval_*.json"))) == 1
+
+
+def test_code_version_is_stable():
+    assert code_version() == code_version()
+    assert len(code_version()) == 16
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+def test_measure_reports_time_and_memory_on_cpu(tiny_sample, mode):
+    batch = first_events(str(tiny_sample), 2)
+    result = measure(ModelSpec(3, 3, 4, "sparse"), batch, mode, "cpu", repeats=2)
+    assert result.n_voxels == len(batch.coords)
+    assert result.wall_s_median > 0
+    assert result.memory_bytes > result.memory_delta_bytes >= 0
+
+
+def test_measure_rejects_unknown_mode(tiny_sample):
+    with pytest.raises(ConfigError, match="mode='backprop'"):
+        measure(ModelSpec(3, 3, 4, "sparse"), first_events(str(tiny_sample), 1), "backprop")

@@ -1,0 +1,45 @@
+"""The study's metrics on hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from analysis_lib.metrics import (
+    SampleMetrics,
+    classwise_accuracy,
+    confusion_matrix,
+    nonzero_accuracy,
+    predicted_class_softmax,
+)
+
+
+def test_nonzero_accuracy():
+    assert nonzero_accuracy(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2])) == 0.75
+
+
+def test_classwise_accuracy_is_nan_for_absent_classes():
+    got = classwise_accuracy(np.array([0, 1, 2, 2]), np.array([0, 1, 1, 2]))
+    np.testing.assert_array_equal(got[:3], [1.0, 0.5, 1.0])
+    assert np.isnan(got[3]) and np.isnan(got[4])
+
+
+def test_confusion_rows_are_true_classes():
+    cm = confusion_matrix(np.array([0, 2, 2]), np.array([0, 1, 2]), 3)
+    assert cm.tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
+
+
+def test_softmax_of_predicted_class():
+    probs = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4]])
+    np.testing.assert_array_equal(predicted_class_softmax(probs, probs.argmax(1), 0), [0.7, 0.6])
+
+
+def test_sample_summary_averages_classwise_over_events_where_present():
+    m = SampleMetrics(num_classes=3)
+    m.update(np.array([0, 0, 1]), np.array([0, 1, 1]))  # acc 2/3; class0 1, class1 0.5
+    m.update(np.array([2, 2]), np.array([2, 0]))  # acc 1/2; class0 0, class2 1
+    s = m.summary()
+    assert s["n_events"] == 2
+    assert s["nonzero_accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert s["nonzero_accuracy_std"] == pytest.approx(np.std([2 / 3, 1 / 2]))
+    assert s["classwise_accuracy"] == [pytest.approx(0.5), pytest.approx(0.5), 1.0]
+    assert s["classwise_events"] == [2, 1, 1]
+    assert s["confusion_matrix"] == [[1, 0, 1], [1, 1, 0], [0, 0, 1]]

@@ -1,0 +1,132 @@
+"""Training: the study's loss by hand, exact resume, data-parallel gradients, CLI."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as tmp
+
+from analysis_lib.batching import BatchSchedule, EventDataset, collate
+from analysis_lib.cli import main
+from analysis_lib.data import open_dataset
+from analysis_lib.errors import ConfigError
+from analysis_lib.train import TrainConfig, event_loss, read_log, train
+
+
+def test_event_loss_is_the_mean_over_events_of_the_mean_over_voxels():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 3.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    batch = torch.tensor([0, 0, 0, 1])
+    ce = -torch.log_softmax(logits, 1)[torch.arange(4), labels]
+    expected = ((ce[0] + ce[1] + ce[2]) / 3 + ce[3]) / 2
+    assert event_loss(logits, labels, batch, 2).item() == pytest.approx(expected.item())
+
+
+def test_class_weights_give_each_present_class_equal_weight():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    batch = torch.tensor([0, 0, 0])
+    ce = -torch.log_softmax(logits, 1)[torch.arange(3), labels]
+    # N = 3, two classes present: w_0 = 3 / (2 * 2), w_1 = 3 / (2 * 1)
+    expected = (0.75 * ce[0] + 0.75 * ce[1] + 1.5 * ce[2]) / 3
+    got = event_loss(logits, labels, batch, 1, class_weights=True)
+    assert got.item() == pytest.approx(expected.item())
+
+
+def test_schedule_slices_the_global_batch_between_ranks():
+    single = BatchSchedule(20, 4, seed=3, start=0, stop=6)
+    ranks = [BatchSchedule(20, 2, seed=3, start=0, stop=6, rank=r, world_size=2)
+             for r in range(2)]
+    for iteration in range(6):
+        union = ranks[0].indices(iteration) + ranks[1].indices(iteration)
+        assert union == single.indices(iteration)
+
+
+def test_schedule_refuses_a_batch_larger_than_the_data():
+    with pytest.raises(ConfigError, match="fewer than one global batch"):
+        BatchSchedule(3, 4, seed=0, start=0, stop=1)
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_sample, tmp_path):
+    common = dict(data=str(tiny_sample), depth=3, filters=4, batch_size=2, seed=1)
+    straight = TrainConfig(iterations=6, checkpoint_every=6, **common)
+    train(straight, tmp_path / "straight", progress=False)
+    first = TrainConfig(iterations=6, checkpoint_every=3, **common)
+    train(TrainConfig(iterations=3, checkpoint_every=3, **common), tmp_path / "cut",
+          progress=False)
+    train(first, tmp_path / "cut", resume=True, progress=False)
+    a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "cut")
+    assert b["iteration"].tolist() == list(range(1, 7))
+    np.testing.assert_array_equal(a["loss"], b["loss"])
+
+
+def _grads(model) -> list[torch.Tensor]:
+    return [p.grad.detach().clone() for p in model.parameters()]
+
+
+def _rank_gradients(rank: int, world: int, init: str, data: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    torch.manual_seed(0)
+    cfg = TrainConfig(data=data, depth=3, filters=4, batch_size=2)
+    model = cfg.model().eval()  # frozen BN statistics: per-process batches would differ
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    dataset = EventDataset(data)
+    schedule = BatchSchedule(len(dataset), 2, seed=5, start=0, stop=1, rank=rank,
+                             world_size=world)
+    batch = collate([dataset[i] for i in schedule.indices(0)], dataset.spatial_size)
+    logits = ddp(batch.coords, batch.feats, batch.spatial_size)
+    event_loss(logits, batch.labels, batch.coords[:, 0], batch.n_events).backward()
+    if rank == 0:
+        torch.save(_grads(model), out)
+    dist.destroy_process_group()
+
+
+def _spawned(rank: int, *args) -> None:
+    _rank_gradients(rank, *args)
+
+
+def test_two_gloo_processes_average_to_the_union_batch_gradient(tiny_sample, tmp_path):
+    out = str(tmp_path / "ddp_grads.pt")
+    init = f"file://{tmp_path / 'rendezvous'}"
+    tmp.spawn(_spawned, args=(2, init, str(tiny_sample), out), nprocs=2, join=True)
+    torch.manual_seed(0)
+    model = TrainConfig(data=str(tiny_sample), depth=3, filters=4).model().eval()
+    dataset = EventDataset(str(tiny_sample))
+    union = BatchSchedule(len(dataset), 4, seed=5, start=0, stop=1).indices(0)
+    batch = collate([dataset[i] for i in union], dataset.spatial_size)
+    logits = model(batch.coords, batch.feats, batch.spatial_size)
+    event_loss(logits, batch.labels, batch.coords[:, 0], batch.n_events).backward()
+    for ddp_grad, grad in zip(torch.load(out), _grads(model), strict=True):
+        torch.testing.assert_close(ddp_grad, grad, rtol=1e-5, atol=1e-7)
+
+
+def test_train_and_evaluate_from_the_command_line(tiny_sample, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_sample), "--out", str(out), "--depth", "3",
+                 "--filters", "4", "--batch-size", "2", "--iterations", "2"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "checkpoint_2.pt"), "--data",
+                 str(tiny_sample), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    nonempty = sum(len(e.energy) > 0 for e in open_dataset(tiny_sample))
+    assert result["n_events"] == nonempty  # events without voxels have no accuracy
+    assert 0.0 <= result["nonzero_accuracy"] <= 1.0
+    assert len(result["classwise_accuracy"]) == 5
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert set(json.loads(lines[0])) == {"iteration", "loss", "nonzero_accuracy",
+                                         "wall_time_s", "peak_memory_bytes"}
+
+
+def test_image_size_not_divisible_is_a_clear_error(tiny_sample, tmp_path):
+    cfg = TrainConfig(data=str(tiny_sample), depth=7, filters=4, iterations=1)
+    with pytest.raises(ConfigError, match="not divisible by 2\\*\\*\\(depth-1\\) = 64"):
+        train(cfg, tmp_path / "bad", progress=False)
+
+
+@pytest.mark.skipif(os.environ.get("WORLD_SIZE") is not None, reason="already distributed")
+def test_config_rejects_nonpositive_settings():
+    with pytest.raises(ConfigError, match="batch_size=0"):
+        TrainConfig(data="x.h5", batch_size=0)
