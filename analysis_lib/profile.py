@@ -1,24 +1,29 @@
 """Memory and wall time of a U-ResNet's inference and of one training step.
 
 CUDA: ``torch.cuda.max_memory_allocated`` after a reset, synchronized timing, warm-up excluded.
-CPU: a fresh child process runs only that work; its peak resident set size is reported both
-absolute and minus the same child's baseline just before the model runs (after imports, the
-model and the batch are in memory). Wall time is the median of the repeats.
+CPU: a fresh child process runs only that work; its peak resident set size during the work
+(Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``) is reported both absolute
+and minus the child's resident size just before the model runs (after imports, with the model and
+the batch in memory). Wall time is the median of the repeats.
 """
 
 import multiprocessing as mp
-import resource
 import time
 from dataclasses import asdict, dataclass
+from queue import Empty
 
 import numpy as np
 import torch
 
 from analysis_lib.batching import Batch
-from analysis_lib.errors import ConfigError
+from analysis_lib.errors import AnalysisError, ConfigError
 from analysis_lib.models import UResNet
 
 MODES = ("inference", "train")
+
+
+class ResourceError(AnalysisError, RuntimeError):
+    """A measurement could not complete (the measuring process died, e.g. out of memory)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,22 @@ def _run(model: UResNet, batch: Batch, mode: str, optimizer) -> None:
     optimizer.step()
 
 
+def _status_bytes(field: str) -> int:
+    """A memory line of /proc/self/status (``VmRSS``, ``VmHWM``) in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise ConfigError(f"/proc/self/status has no {field}: CPU memory needs Linux")
+
+
+def _reset_peak_rss() -> int:
+    """Reset the peak resident size to the current one; return the current size (bytes)."""
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+    return _status_bytes("VmRSS")
+
+
 def _measure_here(spec: ModelSpec, batch: Batch, mode: str, device: str, repeats: int,
                   warmup: int) -> Measurement:
     model = spec.build().to(device)
@@ -76,7 +97,7 @@ def _measure_here(spec: ModelSpec, batch: Batch, mode: str, device: str, repeats
         torch.cuda.reset_peak_memory_stats()
         baseline = torch.cuda.memory_allocated()
     else:
-        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        baseline = _reset_peak_rss()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -84,8 +105,7 @@ def _measure_here(spec: ModelSpec, batch: Batch, mode: str, device: str, repeats
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() if cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = torch.cuda.max_memory_allocated() if cuda else _status_bytes("VmHWM")
     return Measurement(mode, device, len(batch.coords), float(np.median(times)), tuple(times),
                        int(peak), int(peak - baseline))
 
@@ -111,7 +131,17 @@ def measure(spec: ModelSpec, batch: Batch, mode: str = "inference", device: str 
     queue = ctx.Queue()
     child = ctx.Process(target=_child, args=(queue, spec, batch, mode, device, repeats, warmup))
     child.start()
-    result = queue.get()
+    while True:
+        try:
+            result = queue.get(timeout=1.0)
+            break
+        except Empty:
+            if not child.is_alive():
+                raise ResourceError(
+                    f"the measuring process ended with exit code {child.exitcode} before "
+                    f"reporting ({spec.backend}, {mode}, {len(batch.coords)} voxels); a "
+                    f"negative code is a signal, -9 usually means it ran out of memory"
+                ) from None
     child.join()
     result["wall_s_all"] = tuple(result["wall_s_all"])
     return Measurement(**result)

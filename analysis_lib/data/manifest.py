@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pooch
 import yaml
 
 from analysis_lib.errors import ConfigError, DataError
@@ -186,6 +185,8 @@ def load_manifest(path: str | os.PathLike = "data_manifest.yaml") -> Manifest:
 
 
 def _file_sha256(path: Path) -> str:
+    import pooch  # imported here: pooch pulls in tqdm.auto, which warns inside notebooks
+
     return pooch.file_hash(str(path), alg="sha256")
 
 
