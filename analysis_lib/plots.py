@@ -59,7 +59,8 @@ def provenance(profile: str, data: dict[str, str | Path] | None = None, config_h
 
 
 def stamp(fig: plt.Figure, text: str) -> None:
-    """Write a provenance line in small grey type at the bottom of a figure."""
+    """Write a provenance line in small grey type below a figure's axes."""
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.text(0.995, 0.005, text, ha="right", va="bottom", fontsize=6, color="0.5")
 
 
@@ -79,7 +80,7 @@ def event_display_3d(ax: plt.Axes, coords: np.ndarray, values: np.ndarray, size:
     else:
         sc = ax.scatter(*coords.T, c=np.maximum(values, 1e-3), cmap="inferno_r",
                         norm=LogNorm(), s=marker_size, depthshade=False)
-        plt.colorbar(sc, ax=ax, shrink=0.6, label="energy per voxel (MeV)")
+        plt.colorbar(sc, ax=ax, shrink=0.6, pad=0.12, label="energy per voxel (MeV)")
     for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
         setter(0, size)
     ax.set_xlabel("x (voxels)")
