@@ -256,7 +256,6 @@ class LArTPCDataset(ClosingContext, Sequence[Event]):
             self._reader.close()
             self._reader = None
 
-
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_reader"] = None

@@ -161,7 +161,6 @@ class PilarnetMDataset(ClosingContext, Sequence[Event]):
             self._file.close()
             self._file = None
 
-
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_file"] = None

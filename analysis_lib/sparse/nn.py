@@ -102,8 +102,8 @@ def _check_two(kernel_size: int, stride: int) -> None:
         )
 
 
-class Conv(_KernelConv):
-    """Strided convolution, kernel 2 stride 2, onto the sites ``unique(floor(p/2))``."""
+class _StridedKernel(_KernelConv):
+    """Parameters of the kernel-2 stride-2 convolutions (the only strided ones supported)."""
 
     def __init__(
         self,
@@ -117,35 +117,23 @@ class Conv(_KernelConv):
         _check_two(kernel_size, stride)
         super().__init__(in_channels, out_channels, kernel_size, dim, bias)
         self.stride = stride
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, stride={self.stride}"
+
+
+class Conv(_StridedKernel):
+    """Strided convolution, kernel 2 stride 2, onto the sites ``unique(floor(p/2))``."""
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         return functional.strided_conv(x, self.weight, self.bias)
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, stride={self.stride}"
 
-
-class ConvTranspose(_KernelConv):
+class ConvTranspose(_StridedKernel):
     """Transposed convolution, kernel 2 stride 2, back onto the cached finer sites."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 2,
-        stride: int = 2,
-        dim: int = 3,
-        bias: bool = False,
-    ) -> None:
-        _check_two(kernel_size, stride)
-        super().__init__(in_channels, out_channels, kernel_size, dim, bias)
-        self.stride = stride
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         return functional.transposed_conv(x, self.weight, self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, stride={self.stride}"
 
 
 class Linear(nn.Module):
