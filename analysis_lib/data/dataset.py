@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis_lib.data.larcv_read import Larcv3File
-from analysis_lib.data.larcv_schema import ClosingContext, ImageMeta
+from analysis_lib.data.larcv_schema import ImageMeta, LazyFile
 from analysis_lib.errors import DataError
 
 N_CLASSES = 5
@@ -177,7 +177,7 @@ def _as_int(values: np.ndarray, low: int, high: int, what: str, where: str) -> n
     return values.astype(np.int64)
 
 
-class LArTPCDataset(ClosingContext, Sequence[Event]):
+class LArTPCDataset(LazyFile, Sequence[Event]):
     """Events of one larcv3 file, read one at a time; see :func:`open_dataset`.
 
     The HDF5 file is opened on first access (so the object pickles to worker processes
@@ -200,7 +200,7 @@ class LArTPCDataset(ClosingContext, Sequence[Event]):
             self.products = reader.products
             self._n_events = reader.n_events
             self.meta = reader.meta(roles.data, 0, projection) if reader.n_events else None
-        self._reader: Larcv3File | None = None
+        self._handle: Larcv3File | None = None
 
     def __len__(self) -> int:
         return self._n_events
@@ -218,9 +218,9 @@ class LArTPCDataset(ClosingContext, Sequence[Event]):
             yield self._read(index)
 
     def _open(self) -> Larcv3File:
-        if self._reader is None:
-            self._reader = Larcv3File(self.path)
-        return self._reader
+        if self._handle is None:
+            self._handle = Larcv3File(self.path)
+        return self._handle
 
     def _read(self, index: int) -> Event:
         reader, roles, where = self._open(), self.roles, f"{self.path}: event {index}"
@@ -249,17 +249,6 @@ class LArTPCDataset(ClosingContext, Sequence[Event]):
         _, ids, values = reader.sparse(product, index, self.projection)
         per_voxel = align.per_voxel(ids, values, product)
         return _as_int(per_voxel, low, high, product, align.where)
-
-    def close(self) -> None:
-        """Close the HDF5 file if it is open; the dataset reopens it on the next access."""
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_reader"] = None
-        return state
 
     def __repr__(self) -> str:
         return (

@@ -332,3 +332,19 @@ class ClosingContext:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class LazyFile(ClosingContext):
+    """A sequence over one file that opens it on first access and reopens it after pickling,
+    so it can be handed to worker processes; ``_handle`` is the open file object or None."""
+
+    _handle = None
+
+    def close(self) -> None:
+        """Close the file if it is open; the next access reopens it."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handle": None}

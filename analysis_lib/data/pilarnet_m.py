@@ -32,7 +32,7 @@ import numpy as np
 
 from analysis_lib.data.dataset import Event
 from analysis_lib.data.larcv_read import open_hdf5
-from analysis_lib.data.larcv_schema import ClosingContext, ImageMeta
+from analysis_lib.data.larcv_schema import ImageMeta, LazyFile
 from analysis_lib.errors import DataError
 
 CUBE_PX = 768
@@ -77,7 +77,7 @@ def study_classes(semantic: np.ndarray, pid: np.ndarray | None) -> np.ndarray:
     return classes
 
 
-class PilarnetMDataset(ClosingContext, Sequence[Event]):
+class PilarnetMDataset(LazyFile, Sequence[Event]):
     """Events of one PILArNet-M file; the HDF5 file opens on first access (picklable).
 
     Parameters
@@ -90,7 +90,7 @@ class PilarnetMDataset(ClosingContext, Sequence[Event]):
     def __init__(self, path: Path, revision: str, n_events: int) -> None:
         self.path, self.revision, self._n_events = path, revision, n_events
         self.meta = ImageMeta((CUBE_PX,) * 3, (VOXEL_CM,) * 3, (0.0,) * 3)
-        self._file: h5py.File | None = None
+        self._handle: h5py.File | None = None
 
     def __len__(self) -> int:
         return self._n_events
@@ -106,10 +106,10 @@ class PilarnetMDataset(ClosingContext, Sequence[Event]):
             yield self._read(index)
 
     def _row(self, name: str, index: int, columns: int) -> np.ndarray:
-        if self._file is None:
-            self._file = open_hdf5(self.path)
+        if self._handle is None:
+            self._handle = open_hdf5(self.path)
         try:
-            flat = np.asarray(self._file[name][index])
+            flat = np.asarray(self._handle[name][index])
         except OSError as err:
             raise DataError(f"{self.path}: cannot read {name}[{index}] ({err})") from None
         if flat.ndim != 1 or flat.size % columns:
@@ -154,17 +154,6 @@ class PilarnetMDataset(ClosingContext, Sequence[Event]):
             index=index,
             clusters=[np.arange(bounds[c], bounds[c + 1]) for c in range(len(sizes))],
         )
-
-    def close(self) -> None:
-        """Close the HDF5 file if open."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_file"] = None
-        return state
 
 
 def open_pilarnet_m(path: str | os.PathLike, *, revision: str | None = None) -> PilarnetMDataset:
