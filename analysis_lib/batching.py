@@ -42,31 +42,25 @@ class Batch:
 
 
 class EventDataset(torch.utils.data.Dataset):
-    """Events of one larcv3 file as (coords, energy, label) arrays; opened lazily per worker."""
+    """Labelled events of one larcv3 file, optionally relabeled; each worker process reopens
+    the file lazily (the underlying dataset pickles without its handle)."""
 
     def __init__(self, path: str, dim: int = 3, projection: int = 0,
                  transform: LabelTransform | None = None) -> None:
-        self.path, self.dim, self.projection, self.transform = path, dim, projection, transform
-        with open_dataset(path, dim=dim, projection=projection) as events:
-            self.length = len(events)
-            self.spatial_size = int(events.meta.size_px[0])
-        self._events = None
+        self.path, self.transform = path, transform
+        self._events = open_dataset(path, dim=dim, projection=projection)
+        self.spatial_size = int(self._events.meta.size_px[0])
 
     def __len__(self) -> int:
-        return self.length
+        return len(self._events)
 
     def __getitem__(self, index: int) -> Event:
-        if self._events is None:
-            self._events = open_dataset(self.path, dim=self.dim, projection=self.projection)
         event = self._events[index]
         if event.label is None:
             raise ConfigError(f"{self.path}: event {index} has no labels; training needs them")
         if self.transform is not None:
             event.label = self.transform(event.label, event.prim_ion)
         return event
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_events": None}
 
 
 def collate(events: Sequence[Event], spatial_size: int) -> Batch:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,21 +201,6 @@ class LArTPCDataset(LazyFile, Sequence[Event]):
             self._n_events = reader.n_events
             self.meta = reader.meta(roles.data, 0, projection) if reader.n_events else None
         self._handle: Larcv3File | None = None
-
-    def __len__(self) -> int:
-        return self._n_events
-
-    def __getitem__(self, index: int | slice) -> Event | list[Event]:
-        if isinstance(index, slice):
-            return [self._read(i) for i in range(*index.indices(len(self)))]
-        index = int(index)
-        if not -self._n_events <= index < self._n_events:
-            raise IndexError(f"{self.path}: event {index} out of range for {len(self)} events")
-        return self._read(index % self._n_events)
-
-    def __iter__(self) -> Iterator[Event]:
-        for index in range(len(self)):
-            yield self._read(index)
 
     def _open(self) -> Larcv3File:
         if self._handle is None:

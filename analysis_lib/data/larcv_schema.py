@@ -335,10 +335,29 @@ class ClosingContext:
 
 
 class LazyFile(ClosingContext):
-    """A sequence over one file that opens it on first access and reopens it after pickling,
-    so it can be handed to worker processes; ``_handle`` is the open file object or None."""
+    """A sequence of events over one file that opens it on first access and reopens it after
+    pickling, so it can be handed to worker processes.
+
+    Subclasses set ``path`` and ``_n_events`` and implement ``_read(index)``; ``_handle`` is
+    the open file object or None.
+    """
 
     _handle = None
+
+    def __len__(self) -> int:
+        return self._n_events
+
+    def __getitem__(self, index: int | slice):
+        if isinstance(index, slice):
+            return [self._read(i) for i in range(*index.indices(len(self)))]
+        index = int(index)
+        if not -self._n_events <= index < self._n_events:
+            raise IndexError(f"{self.path}: event {index} out of range for {len(self)} events")
+        return self._read(index % self._n_events)
+
+    def __iter__(self):
+        for index in range(len(self)):
+            yield self._read(index)
 
     def close(self) -> None:
         """Close the file if it is open; the next access reopens it."""

@@ -24,7 +24,7 @@ sparse network's input layer sums duplicate sites).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -91,19 +91,6 @@ class PilarnetMDataset(LazyFile, Sequence[Event]):
         self.path, self.revision, self._n_events = path, revision, n_events
         self.meta = ImageMeta((CUBE_PX,) * 3, (VOXEL_CM,) * 3, (0.0,) * 3)
         self._handle: h5py.File | None = None
-
-    def __len__(self) -> int:
-        return self._n_events
-
-    def __getitem__(self, index: int) -> Event:
-        index = int(index)
-        if not -self._n_events <= index < self._n_events:
-            raise IndexError(f"{self.path}: event {index} out of range for {len(self)} events")
-        return self._read(index % self._n_events)
-
-    def __iter__(self) -> Iterator[Event]:
-        for index in range(len(self)):
-            yield self._read(index)
 
     def _row(self, name: str, index: int, columns: int) -> np.ndarray:
         if self._handle is None:

@@ -163,32 +163,27 @@ class Linear(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, bias={self.bias is not None}"
 
 
-class BatchNorm(nn.BatchNorm1d):
+class _OnFeats:
+    """Mixin: the torch module that follows in the MRO acts on ``x.feats`` of a SparseTensor."""
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return functional.apply_feats(x, super().forward)  # type: ignore[misc]
+
+
+class BatchNorm(_OnFeats, nn.BatchNorm1d):
     """Batch normalisation of the features over all active sites of the batch."""
 
-    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
-        return functional.apply_feats(x, super().forward)
 
-
-class ReLU(nn.ReLU):
+class ReLU(_OnFeats, nn.ReLU):
     """ReLU on the features."""
 
-    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
-        return functional.apply_feats(x, super().forward)
 
-
-class LeakyReLU(nn.LeakyReLU):
+class LeakyReLU(_OnFeats, nn.LeakyReLU):
     """Leaky ReLU on the features."""
 
-    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
-        return functional.apply_feats(x, super().forward)
 
-
-class Dropout(nn.Dropout):
+class Dropout(_OnFeats, nn.Dropout):
     """Dropout on the features."""
-
-    def forward(self, x: SparseTensor) -> SparseTensor:  # type: ignore[override]
-        return functional.apply_feats(x, super().forward)
 
 
 class Concat(nn.Module):
