@@ -168,17 +168,26 @@ def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return None if t is None else t.to(dtype)
 
 
+def _save_inputs(
+    ctx: FunctionCtx, feats: Tensor, weight: Tensor, kmap: object, order: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Cast features and weight to the compute dtype (features contiguous, in ``order`` when
+    given), and keep them, the kernel map and the input dtypes for the backward pass."""
+    dtype = _compute_dtype(feats, weight)
+    f, w = _sorted_rows(feats.to(dtype), order), weight.to(dtype)
+    ctx.save_for_backward(f, w)
+    ctx.kmap = kmap
+    ctx.dtypes = (feats.dtype, weight.dtype)
+    return f, w
+
+
 class _SubmanifoldConvFn(Function):
     """Submanifold convolution on a :class:`NeighbourMap`."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx: FunctionCtx, feats: Tensor, weight: Tensor, kmap: NeighbourMap) -> Tensor:
-        dtype = _compute_dtype(feats, weight)
-        f, w = _sorted_rows(feats.to(dtype), kmap.order), weight.to(dtype)
-        ctx.save_for_backward(f, w)
-        ctx.kmap = kmap
-        ctx.dtypes = (feats.dtype, weight.dtype)
+        f, w = _save_inputs(ctx, feats, weight, kmap, kmap.order)
         with _no_autocast(f):
             return _unsorted_rows(_submanifold_forward(f, w, kmap), kmap.inverse)
 
@@ -207,11 +216,7 @@ class _StridedConvFn(Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx: FunctionCtx, feats: Tensor, weight: Tensor, kmap: DownsampleMap) -> Tensor:
-        dtype = _compute_dtype(feats, weight)
-        f, w = feats.to(dtype).contiguous(), weight.to(dtype)
-        ctx.save_for_backward(f, w)
-        ctx.kmap = kmap
-        ctx.dtypes = (feats.dtype, weight.dtype)
+        f, w = _save_inputs(ctx, feats, weight, kmap)
         v, c_in, c_out = w.shape
         with _no_autocast(f):
             slots = _gather_slots(f, kmap.child)
@@ -245,11 +250,7 @@ class _TransposedConvFn(Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx: FunctionCtx, feats: Tensor, weight: Tensor, kmap: DownsampleMap) -> Tensor:
-        dtype = _compute_dtype(feats, weight)
-        f, w = feats.to(dtype).contiguous(), weight.to(dtype)
-        ctx.save_for_backward(f, w)
-        ctx.kmap = kmap
-        ctx.dtypes = (feats.dtype, weight.dtype)
+        f, w = _save_inputs(ctx, feats, weight, kmap)
         v, c_in, c_out = w.shape
         with _no_autocast(f):
             w_flat = w.permute(1, 0, 2).reshape(c_in, v * c_out)
