@@ -218,7 +218,8 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
 
 def predict(model: UResNet, data: str | os.PathLike, batch_size: int = 4, relabeled: bool = False,
             device: str | torch.device = "cpu") -> Iterator[dict]:
-    """Per event of ``data``: coords, label, predicted class and softmax scores (numpy)."""
+    """Per event of ``data``: ``{"event": Event, "probs": (N, 5), "pred": (N,)}`` (numpy), the
+    event's labels relabeled when ``relabeled``."""
     with open_dataset(data, dim=model.dim) as events:
         size = int(events.meta.size_px[0])
         for first in range(0, len(events), batch_size):
@@ -233,9 +234,7 @@ def predict(model: UResNet, data: str | os.PathLike, batch_size: int = 4, relabe
             probs = probs.cpu().numpy()
             for i, event in enumerate(chunk):
                 mine = index == i
-                yield {"index": event.index, "coords": event.coords, "energy": event.energy,
-                       "label": event.label, "probs": probs[mine],
-                       "pred": probs[mine].argmax(1)}
+                yield {"event": event, "probs": probs[mine], "pred": probs[mine].argmax(1)}
 
 
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, batch_size: int = 4,
@@ -244,7 +243,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, batch_size:
     model, _ = load_model(checkpoint, device)
     metrics = SampleMetrics()
     for event in predict(model, data, batch_size, relabeled, device):
-        metrics.update(event["pred"], event["label"])
+        metrics.update(event["pred"], event["event"].label)
     return metrics.summary()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from unittest import mock
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analysis_lib.sparse import (
+    functional,
     SparseTensor,
     from_dense,
     kernel_offsets,
@@ -20,7 +22,9 @@ from analysis_lib.sparse import (
     transposed_conv,
 )
 
-OPS = ["subm3", "subm5", "strided", "transposed"]
+# "subm3" and "subm5" take the im2col path on these small cases; "_loop" forces the
+# per-offset path that large tensors take.
+OPS = ["subm3", "subm3_loop", "subm5", "subm5_loop", "strided", "transposed"]
 QUANTITIES = ["forward", "grad_input", "grad_weight"]
 TOL = {"rtol": 1e-5, "atol": 1e-9}
 HYPOTHESIS = settings(
@@ -107,12 +111,18 @@ def as_torch_weight(weight: torch.Tensor, edge: int, dim: int, transposed: bool)
 
 def run_both(op: str, case: Case) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(sparse, dense) forward, input gradient and weight gradient of one op."""
+    threshold = 0 if op.endswith("_loop") else functional._IM2COL_ELEMENTS
+    with mock.patch.object(functional, "_IM2COL_ELEMENTS", threshold):
+        return _run_both(op, case)
+
+
+def _run_both(op: str, case: Case) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     dim = case.coords.shape[1] - 1
     gen = torch.Generator().manual_seed(case.seed)
     n = case.coords.shape[0]
     fine = SparseTensor(case.coords, torch.zeros(n, case.c_in, dtype=torch.float64))
     if op.startswith("subm"):
-        edge = int(op[4:])
+        edge = int(op[4:5])
         x, shape, out_coords = fine, case.shape, case.coords
         volume = edge**dim
     else:

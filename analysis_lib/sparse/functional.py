@@ -33,6 +33,10 @@ __all__ = [
 
 _TN_BLOCKS = 8
 _BLOCK_BYTES = 8 << 20
+# Below this many elements (N * K * C) a submanifold convolution gathers one (N, K*C) im2col
+# matrix and makes one matmul: on small tensors (the coarse levels of a U-Net) the
+# per-offset loop costs more in op overhead than the K-fold copy of the features.
+_IM2COL_ELEMENTS = 1 << 22
 
 
 def _compute_dtype(feats: Tensor, weight: Tensor) -> torch.dtype:
@@ -94,6 +98,11 @@ def _tn_mm(a: Tensor, b: Tensor) -> Tensor:
     return out
 
 
+def _im2col(x: Tensor, columns: Tensor, n_off: int) -> Tensor:
+    """(N, K*C) matrix whose row j holds the K neighbours of site j (zeros where absent)."""
+    return _pad_row(x).index_select(0, columns).view(-1, n_off * x.shape[1])
+
+
 def _row_blocks(n: int, channels: int) -> list[tuple[int, int]]:
     """Row ranges whose gather buffer stays cache-sized (about _BLOCK_BYTES)."""
     step = max(1, _BLOCK_BYTES // (4 * max(channels, 1)))
@@ -106,7 +115,10 @@ def _submanifold_forward(f: Tensor, w: Tensor, kmap: NeighbourMap) -> Tensor:
     Dense offsets run over blocks of output rows so that, with sorted sites, the gathered
     rows and the output block stay in cache.
     """
-    centre = w.shape[0] // 2
+    n_off, c_in, c_out = w.shape
+    if f.numel() * n_off <= _IM2COL_ELEMENTS:
+        return _im2col(f, kmap.columns, n_off) @ w.reshape(n_off * c_in, c_out)
+    centre = n_off // 2
     out = f @ w[centre]
     dense = [k for k, c in enumerate(kmap.counts) if c and k != centre and not kmap.sparse_pairs[k]]
     if dense:
@@ -134,7 +146,15 @@ def _submanifold_backward(
     output gradient through the mirror column gives, at every input site, the gradient
     of the output it feeds through offset k: one gather serves both gradients.
     """
-    n_off = w.shape[0]
+    n_off, c_in, c_out = w.shape
+    if max(f.numel(), g.numel()) * n_off <= _IM2COL_ELEMENTS:
+        gx = gw = None
+        if need_x:
+            w_t = w.transpose(1, 2).reshape(n_off * c_out, c_in)
+            gx = _im2col(g, kmap.mirror_columns, n_off) @ w_t
+        if need_w:
+            gw = _tn_mm(_im2col(f, kmap.columns, n_off), g).view(n_off, c_in, c_out)
+        return gx, gw
     centre = n_off // 2
     gx = g @ w[centre].t() if need_x else None
     gw = torch.zeros_like(w) if need_w else None

@@ -9,6 +9,7 @@ are encoded as int64 keys, sorted once, and neighbours are found with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -213,6 +214,16 @@ class NeighbourMap:
     def num_pairs(self) -> int:
         """Total number of (in, out) pairs over all offsets."""
         return sum(self.counts)
+
+    @cached_property
+    def columns(self) -> Tensor:
+        """(N*K,) int64: ``table`` read site by site, the gather index of an im2col matrix."""
+        return self.table.t().reshape(-1)
+
+    @cached_property
+    def mirror_columns(self) -> Tensor:
+        """(N*K,) int64: like :attr:`columns` with offset ``k`` read from offset ``K-1-k``."""
+        return self.table.flip(0).t().reshape(-1)
 
     def pairs(self, k: int) -> tuple[Tensor, Tensor]:
         """(in_idx, out_idx) of offset ``k`` in the sites' own row order.
