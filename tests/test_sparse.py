@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analysis_lib.sparse import (
-    functional,
     SparseTensor,
     from_dense,
+    functional,
     kernel_offsets,
     strided_conv,
     submanifold_conv,
