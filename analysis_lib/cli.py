@@ -70,7 +70,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
                       growth=args.growth, batch_size=args.batch_size,
                       iterations=args.iterations, learning_rate=args.lr,
                       class_weights=args.weights, relabel=args.relabel,
-                      checkpoint_every=args.checkpoint_every, seed=args.seed)
+                      checkpoint_every=args.checkpoint_every, seed=args.seed,
+                      init=args.init)
     print(train(cfg, args.out, resume=args.resume, workers=args.workers))
 
 
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weights", action="store_true", help="per-event class weights")
     p.add_argument("--relabel", action="store_true", help="train on relabeled Michel/delta")
+    p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights")
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="data-loading processes")

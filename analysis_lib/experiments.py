@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from analysis_lib.train import TrainConfig, evaluate, latest_checkpoint, read_log, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,9 +48,11 @@ class Experiment:
 
     @property
     def key(self) -> str:
-        """The run's hash: config (data path excluded), data sha256, code version."""
+        """The run's hash: config (paths replaced by their files' sha256), code version."""
         fields = dataclasses.asdict(self.config)
         fields["data"] = _file_digest(self.config.data)
+        if self.config.init is not None:
+            fields["init"] = _file_digest(self.config.init)
         blob = json.dumps({"config": fields, "code": code_version()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -72,6 +76,15 @@ class Experiment:
     def log(self) -> dict:
         """The run's per-iteration log (see :func:`analysis_lib.train.read_log`)."""
         return read_log(self.folder)
+
+    def probes(self) -> dict[int, dict[str, np.ndarray]]:
+        """The probe event's snapshots by iteration: coords, energy, label, probs."""
+        self.run()
+        found = {}
+        for path in self.folder.glob("probe_*.npz"):
+            with np.load(path) as snapshot:
+                found[int(path.stem.removeprefix("probe_"))] = dict(snapshot)
+        return dict(sorted(found.items()))
 
     def evaluation(self, data: str | os.PathLike, relabeled: bool = False) -> dict:
         """Metrics of the trained model on ``data``, cached beside the checkpoint."""

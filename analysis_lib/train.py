@@ -25,6 +25,7 @@ from analysis_lib.batching import Batch, BatchSchedule, EventDataset, collate, l
 from analysis_lib.data import open_dataset
 from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import ConfigError
+from analysis_lib.labels import VoxelClass
 from analysis_lib.metrics import SampleMetrics
 from analysis_lib.models import UResNet
 
@@ -33,7 +34,12 @@ CHECKPOINT_PREFIX = "checkpoint_"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run (its hash names the run's folder)."""
+    """Everything that defines a training run (its hash names the run's folder).
+
+    ``init`` is a checkpoint whose weights the network starts from (fine-tuning). At each of
+    ``probe_iterations`` the softmax scores of training event ``probe_event`` are saved to
+    ``probe_<iteration>.npz``, to watch how the network learns one image.
+    """
 
     data: str
     dim: int = 3
@@ -51,6 +57,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     amp: bool = True
+    init: str | None = None
+    probe_event: int | None = None
+    probe_iterations: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "iterations", "checkpoint_every"):
@@ -58,6 +67,9 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate={self.learning_rate} must be > 0")
+        if self.probe_iterations and self.probe_event is None:
+            raise ConfigError("probe_iterations needs a probe_event")
+        object.__setattr__(self, "probe_iterations", tuple(self.probe_iterations))
 
     def model(self) -> UResNet:
         """A freshly initialised network of this configuration."""
@@ -146,6 +158,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
     torch.manual_seed(cfg.seed)
     model = cfg.model()
     model.check_image_size(dataset.spatial_size)
+    if cfg.init is not None:
+        model.load_state_dict(torch.load(cfg.init, map_location="cpu")["model"])
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     start, wall = 0, 0.0
@@ -166,6 +180,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
     schedule = BatchSchedule(len(dataset), cfg.batch_size, cfg.seed, start, cfg.iterations, rank,
                              world)
     use_amp = cfg.amp and device.type == "cuda"
+    probe = None
+    if cfg.probe_event is not None:
+        probe = collate([dataset[cfg.probe_event]], dataset.spatial_size).to(device)
     bar = tqdm(total=cfg.iterations, initial=start, desc="train", disable=not progress or rank)
     with log_path.open("a") if rank == 0 else open(os.devnull, "w") as log:
         for iteration, batch in enumerate(loader(dataset, schedule, workers), start=start + 1):
@@ -184,10 +201,15 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             wall += time.perf_counter() - t0
-            accuracy = (logits.argmax(1) == batch.labels).float().mean().item()
+            predicted = logits.detach().argmax(1)
+            accuracy = (predicted == batch.labels).float().mean().item()
             log.write(json.dumps({"iteration": iteration, "loss": loss.item(),
                                   "nonzero_accuracy": accuracy, "wall_time_s": wall,
-                                  "peak_memory_bytes": peak_memory_bytes(device)}) + "\n")
+                                  "peak_memory_bytes": peak_memory_bytes(device),
+                                  "shower_softmax_std": shower_softmax_std(logits, predicted)})
+                      + "\n")
+            if rank == 0 and probe is not None and iteration in cfg.probe_iterations:
+                _save_probe(out_dir / f"probe_{iteration}.npz", model, probe)
             log.flush()
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.3f}")
@@ -197,6 +219,28 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
                       iteration, wall, cfg)
     bar.close()
     return out_dir / f"{CHECKPOINT_PREFIX}{cfg.iterations}.pt"
+
+
+def shower_softmax_std(logits: Tensor, predicted: Tensor) -> float:
+    """Standard deviation of the shower score over the voxels predicted as shower (NaN when
+    none is): how unevenly the network is confident about what it calls shower."""
+    shower = predicted == VoxelClass.SHOWER
+    if shower.sum() < 2:
+        return float("nan")
+    return torch.softmax(logits.detach().float()[shower], 1)[:, VoxelClass.SHOWER].std().item()
+
+
+def _save_probe(path: Path, model: UResNet, probe: Batch) -> None:
+    """Softmax scores of the probe event, the network's buffers (BatchNorm running
+    statistics) left as they were so that probing does not change the training."""
+    buffers = [b.clone() for b in model.buffers()]
+    with torch.no_grad():
+        probs = torch.softmax(model(probe.coords, probe.feats, probe.spatial_size).float(), 1)
+    for saved, b in zip(buffers, model.buffers(), strict=True):
+        b.copy_(saved)
+    np.savez_compressed(path, coords=probe.coords[:, 1:].cpu().numpy(),
+                        energy=probe.feats[:, 0].cpu().numpy(),
+                        label=probe.labels.cpu().numpy(), probs=probs.cpu().numpy())
 
 
 def _truncate_log(path: Path, iteration: int) -> None:

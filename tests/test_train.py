@@ -13,7 +13,7 @@ from analysis_lib.batching import BatchSchedule, EventDataset, collate
 from analysis_lib.cli import main
 from analysis_lib.data import open_dataset
 from analysis_lib.errors import ConfigError
-from analysis_lib.train import TrainConfig, event_loss, read_log, train
+from analysis_lib.train import TrainConfig, event_loss, read_log, shower_softmax_std, train
 
 
 def test_event_loss_is_the_mean_over_events_of_the_mean_over_voxels():
@@ -117,7 +117,7 @@ def test_train_and_evaluate_from_the_command_line(tiny_sample, tmp_path, capsys)
     assert len(result["classwise_accuracy"]) == 5
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert set(json.loads(lines[0])) == {"iteration", "loss", "nonzero_accuracy",
-                                         "wall_time_s", "peak_memory_bytes"}
+                                         "wall_time_s", "peak_memory_bytes", "shower_softmax_std"}
 
 
 def test_image_size_not_divisible_is_a_clear_error(tiny_sample, tmp_path):
@@ -130,3 +130,39 @@ def test_image_size_not_divisible_is_a_clear_error(tiny_sample, tmp_path):
 def test_config_rejects_nonpositive_settings():
     with pytest.raises(ConfigError, match="batch_size=0"):
         TrainConfig(data="x.h5", batch_size=0)
+
+
+def test_probing_saves_snapshots_and_leaves_training_unchanged(tiny_sample, tmp_path):
+    common = dict(data=str(tiny_sample), depth=3, filters=4, batch_size=2, seed=1,
+                  iterations=4, checkpoint_every=4)
+    train(TrainConfig(**common), tmp_path / "plain", progress=False)
+    probed = TrainConfig(probe_event=3, probe_iterations=(1, 3), **common)
+    train(probed, tmp_path / "probed", progress=False)
+    assert read_log(tmp_path / "plain")["loss"].tolist() == \
+        read_log(tmp_path / "probed")["loss"].tolist()
+    assert sorted(p.name for p in (tmp_path / "probed").glob("probe_*")) == \
+        ["probe_1.npz", "probe_3.npz"]
+    with open_dataset(tiny_sample) as events, np.load(tmp_path / "probed/probe_3.npz") as snap:
+        assert np.array_equal(snap["coords"], events[3].coords)
+        assert snap["probs"].shape == (len(events[3].coords), 5)
+        np.testing.assert_allclose(snap["probs"].sum(1), 1.0, rtol=1e-5)
+
+
+def test_fine_tuning_starts_from_the_checkpoint_weights(tiny_sample, tmp_path):
+    common = dict(data=str(tiny_sample), depth=3, filters=4, batch_size=2, seed=1)
+    base = train(TrainConfig(iterations=2, checkpoint_every=2, **common), tmp_path / "base",
+                 progress=False)
+    tuned = TrainConfig(iterations=1, learning_rate=1e-12, init=str(base), **common)
+    last = train(tuned, tmp_path / "tuned", progress=False)
+    before = torch.load(base)["model"]
+    after = torch.load(last)["model"]
+    for name, weight in before.items():
+        if weight.is_floating_point() and "running" not in name:
+            torch.testing.assert_close(after[name], weight, rtol=0, atol=1e-9)
+
+
+def test_shower_softmax_std_is_over_voxels_predicted_shower():
+    logits = torch.tensor([[0.0, 0, 2, 0, 0], [0, 0, 1, 0, 0], [5, 0, 0, 0, 0]])
+    scores = torch.softmax(logits[:2], 1)[:, 2]
+    assert shower_softmax_std(logits, logits.argmax(1)) == pytest.approx(scores.std().item())
+    assert np.isnan(shower_softmax_std(logits[2:], logits[2:].argmax(1)))
