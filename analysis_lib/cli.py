@@ -57,9 +57,12 @@ def _cmd_validate(args: argparse.Namespace) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
-    from analysis_lib.reproduce import reproduce
+    from analysis_lib.reproduce import print_plan, reproduce
 
-    reproduce(args.profile, only=args.only, skip_build=args.no_build)
+    if args.dry_run:
+        print_plan(args.profile)
+    else:
+        reproduce(args.profile, only=args.only, skip_build=args.no_build)
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -152,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="ci", choices=("ci", "paper"))
     p.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="execute only these notebooks")
     p.add_argument("--no-build", action="store_true", help="skip the jupyter-book build")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs the profile trains, with estimated GPU-hours")
     p.set_defaults(func=_cmd_reproduce)
     return parser
 

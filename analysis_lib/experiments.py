@@ -6,11 +6,13 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from analysis_lib.errors import ConfigError
 from analysis_lib.train import TrainConfig, evaluate, latest_checkpoint, read_log, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,17 +43,21 @@ def _file_digest(path: str | os.PathLike) -> str:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A training run and where its artifacts live."""
+    """A training run and where its artifacts live; a fine-tuning run names its ``parent``,
+    whose final checkpoint is its ``config.init`` and which it trains first."""
 
     config: TrainConfig
     root: Path = ARTIFACTS
+    parent: "Experiment | None" = None
 
     @property
     def key(self) -> str:
         """The run's hash: config (paths replaced by their files' sha256), code version."""
         fields = dataclasses.asdict(self.config)
         fields["data"] = _file_digest(self.config.data)
-        if self.config.init is not None:
+        if self.parent is not None:
+            fields["init"] = self.parent.key
+        elif self.config.init is not None:
             fields["init"] = _file_digest(self.config.init)
         blob = json.dumps({"config": fields, "code": code_version()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -68,6 +74,8 @@ class Experiment:
 
     def run(self, progress: bool = True) -> Path:
         """Train unless the final checkpoint exists; an interrupted run resumes."""
+        if self.parent is not None:
+            self.parent.run(progress)
         if not self.checkpoint.exists():
             resume = latest_checkpoint(self.folder) is not None
             train(self.config, self.folder, resume=resume, progress=progress)
@@ -95,3 +103,33 @@ class Experiment:
         result = evaluate(self.run(), data, relabeled=relabeled)
         cache.write_text(json.dumps(result))
         return result
+
+
+def profile_runs(specs: dict[str, dict], data_path: Callable[[str], Path],
+                 root: Path = ARTIFACTS) -> dict[str, Experiment]:
+    """The named runs of a profile (``shared.runs``): each spec holds :class:`TrainConfig`
+    fields, with ``data`` a data-set name (``data_path`` gives its file) and ``init``, if any,
+    the name of the run to fine-tune. Chapters that name the same run share its training."""
+    runs: dict[str, Experiment] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> Experiment:
+        if name in runs:
+            return runs[name]
+        if name not in specs:
+            raise ConfigError(f"run {name!r} is not among the profile's runs {sorted(specs)}")
+        if name in chain:
+            raise ConfigError(f"runs {' -> '.join(chain + (name,))} fine-tune each other")
+        spec = dict(specs[name])
+        parent = resolve(spec.pop("init"), chain + (name,)) if spec.get("init") else None
+        try:
+            config = TrainConfig(data=str(data_path(spec.pop("data"))), **spec)
+        except TypeError as err:
+            raise ConfigError(f"run {name!r}: {err}") from None
+        if parent is not None:
+            config = dataclasses.replace(config, init=str(parent.checkpoint))
+        runs[name] = Experiment(config, root, parent)
+        return runs[name]
+
+    for name in specs:
+        resolve(name, ())
+    return runs

@@ -5,6 +5,7 @@ The notebooks' sources are MyST text notebooks in ``book/notebooks``; the execut
 ``book/executed`` (git-ignored), which is what the book renders.
 """
 
+import math
 import os
 import subprocess
 import sys
@@ -113,6 +114,70 @@ def make_data(profile_name: str, manifest_path: Path) -> list[Path]:
     for path in built:
         print(f"[data] built {path.relative_to(manifest.data_dir.parent)}", flush=True)
     return built
+
+
+#: Seconds per training step on the study's V100 (its Table II, [3D, 5-16]) as
+#: (fixed, per event of the batch), fitted through its batch-4 and batch-64 points where it
+#: has both; the base of the dry run's GPU-hour estimates.
+STUDY_STEP_S = {
+    ("sparse", 3, 192): (0.144, 0.0165),
+    ("sparse", 3, 512): (0.0, 5.0 / 4),
+    ("sparse", 3, 768): (0.0, 8.8 / 4),
+    ("dense", 3, 192): (0.0, 25.0 / 4),
+}
+
+
+def _step_seconds(backend: str, dim: int, size: int, batch: int) -> tuple[float, str]:
+    """Estimated GPU seconds of one training step, and how it was estimated."""
+    if (backend, dim, size) in STUDY_STEP_S:
+        fixed, per_event = STUDY_STEP_S[(backend, dim, size)]
+        return fixed + per_event * batch, "study's Table II"
+    if backend == "dense":  # dense cost follows the number of grid cells
+        fixed, per_event = STUDY_STEP_S[("dense", 3, 192)]
+        return per_event * batch * size**dim / 192**3, "dense 3D 192 px, scaled by grid cells"
+    # sparse cost follows the voxel count: a 2D projection has about as many as a 3D 192 px
+    # image, other 3D sizes interpolate linearly in the image edge
+    fixed, per_event = STUDY_STEP_S[("sparse", 3, 192)]
+    if dim == 3:
+        per_event *= size / 192
+    return fixed + per_event * batch, "sparse 3D 192 px, scaled"
+
+
+def plan_runs(profile: Profile, manifest_path: Path) -> list[dict]:
+    """Every training run of a profile with its size and estimated GPU-hours (no data read)."""
+    manifest = load_manifest(manifest_path)
+    plan = []
+    for name, spec in (profile.shared.get("runs") or {}).items():
+        entry = manifest.entry(spec["data"])
+        size, dim = getattr(entry, "size", None), spec.get("dim", 3)
+        backend, batch = spec.get("backend", "sparse"), spec.get("batch_size", 4)
+        iterations = spec.get("iterations", 1000)
+        step, basis = _step_seconds(backend, dim, size, batch) if size else (math.nan, "?")
+        plan.append({"run": name, "data": spec["data"], "dim": dim, "size": size,
+                     "backend": backend, "depth": spec.get("depth", 5),
+                     "filters": spec.get("filters", 16), "batch": batch,
+                     "iterations": iterations, "init": spec.get("init") or "",
+                     "GPU-hours": step * iterations / 3600, "estimate from": basis})
+    return plan
+
+
+def print_plan(profile_name: str) -> list[dict]:
+    """Print the runs a profile would train and their estimated GPU-hours."""
+    profile = load_profile(profile_name)
+    plan = plan_runs(profile, ROOT / profile.shared.get("manifest", "data_manifest.yaml"))
+    columns = list(plan[0]) if plan else []
+    widths = {c: max(len(c), *(len(_cell(row[c])) for row in plan)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in plan:
+        print("  ".join(_cell(row[c]).ljust(widths[c]) for c in columns))
+    total = sum(row["GPU-hours"] for row in plan)
+    print(f"{len(plan)} runs, about {total:.0f} GPU-hours on a V100 (the study's GPU); "
+          f"estimates scale the study's measured step times, a newer GPU takes less")
+    return plan
+
+
+def _cell(value: object) -> str:
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 def reproduce(profile_name: str, only: list[str] | None = None, skip_build: bool = False) -> None:

@@ -36,9 +36,11 @@ CHECKPOINT_PREFIX = "checkpoint_"
 class TrainConfig:
     """Everything that defines a training run (its hash names the run's folder).
 
-    ``init`` is a checkpoint whose weights the network starts from (fine-tuning). At each of
-    ``probe_iterations`` the softmax scores of training event ``probe_event`` are saved to
-    ``probe_<iteration>.npz``, to watch how the network learns one image.
+    After the fraction ``decay_from`` of the iterations the learning rate drops tenfold,
+    which settles a short training's final weights. ``init`` is a checkpoint whose weights
+    the network starts from (fine-tuning). At each of ``probe_iterations`` the softmax scores
+    of training event ``probe_event`` are saved to ``probe_<iteration>.npz``, to watch how
+    the network learns one image.
     """
 
     data: str
@@ -52,6 +54,7 @@ class TrainConfig:
     batch_size: int = 4
     iterations: int = 1000
     learning_rate: float = 1e-3
+    decay_from: float = 1.0
     class_weights: bool = False
     relabel: bool = False
     checkpoint_every: int = 500
@@ -67,9 +70,16 @@ class TrainConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate={self.learning_rate} must be > 0")
+        if not 0.0 <= self.decay_from <= 1.0:
+            raise ConfigError(f"decay_from={self.decay_from} must be a fraction in [0, 1]")
         if self.probe_iterations and self.probe_event is None:
             raise ConfigError("probe_iterations needs a probe_event")
         object.__setattr__(self, "probe_iterations", tuple(self.probe_iterations))
+
+    def learning_rate_at(self, iteration: int) -> float:
+        """The rate of (1-based) ``iteration``: tenfold lower after ``decay_from``."""
+        decayed = iteration > self.decay_from * self.iterations
+        return self.learning_rate * (0.1 if decayed else 1.0)
 
     def model(self) -> UResNet:
         """A freshly initialised network of this configuration."""
@@ -187,6 +197,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
     with log_path.open("a") if rank == 0 else open(os.devnull, "w") as log:
         for iteration, batch in enumerate(loader(dataset, schedule, workers), start=start + 1):
             t0 = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.learning_rate_at(iteration)
             batch = batch.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = net(batch.coords, batch.feats, batch.spatial_size)

@@ -6,7 +6,7 @@ import pytest
 
 from analysis_lib.batching import first_events
 from analysis_lib.errors import ConfigError
-from analysis_lib.experiments import Experiment, code_version
+from analysis_lib.experiments import Experiment, code_version, profile_runs
 from analysis_lib.profile import ModelSpec, measure
 from analysis_lib.train import TrainConfig
 
@@ -41,3 +41,28 @@ def test_measure_reports_time_and_memory_on_cpu(tiny_sample, mode):
 def test_measure_rejects_unknown_mode(tiny_sample):
     with pytest.raises(ConfigError, match="mode='backprop'"):
         measure(ModelSpec(3, 3, 4, "sparse"), first_events(str(tiny_sample), 1), "backprop")
+
+
+def test_profile_runs_share_and_fine_tune(tiny_sample, tmp_path):
+    common = {"data": "tiny", "depth": 3, "filters": 4, "batch_size": 2, "iterations": 2}
+    specs = {"tuned": {**common, "relabel": False, "init": "base", "learning_rate": 1e-4},
+             "base": common, "same": dict(common)}
+    runs = profile_runs(specs, lambda name: tiny_sample, root=tmp_path)
+    assert runs["base"].key == runs["same"].key
+    assert runs["tuned"].parent is runs["base"]
+    assert runs["tuned"].config.init == str(runs["base"].checkpoint)
+    runs["tuned"].run(progress=False)
+    assert runs["base"].checkpoint.exists() and runs["tuned"].checkpoint.exists()
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        ({"a": {"data": "x", "init": "b"}}, "not among the profile's runs"),
+        ({"a": {"data": "x", "init": "b"}, "b": {"data": "x", "init": "a"}}, "fine-tune each"),
+        ({"a": {"data": "x", "colour": 3}}, "run 'a'"),
+    ],
+)
+def test_profile_runs_reject_bad_specs(specs, message, tiny_sample):
+    with pytest.raises(ConfigError, match=message):
+        profile_runs(specs, lambda name: tiny_sample)

@@ -10,7 +10,7 @@ import tomllib
 import yaml
 
 from analysis_lib.errors import ConfigError
-from analysis_lib.reproduce import BOOK, PROFILES, load_profile, notebook_order
+from analysis_lib.reproduce import BOOK, PROFILES, load_profile, notebook_order, print_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "analysis_lib"
@@ -66,7 +66,8 @@ def test_profile_parameters_exist_in_their_notebooks(profile):
         cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
         declared = {line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line}
         given = set(params.shared) | set(params.notebooks.get(name, {}))
-        assert given <= declared | {"manifest"}, f"{name}: {sorted(given - declared)}"
+        shared = {"manifest", "runs"}  # every notebook gets them; those that use them declare
+        assert given <= declared | shared, f"{name}: {sorted(given - declared)}"
 
 
 def test_every_notebook_is_in_the_table_of_contents():
@@ -77,3 +78,13 @@ def test_every_notebook_is_in_the_table_of_contents():
 def test_unknown_profile_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown profile 'laptop'"):
         load_profile("laptop")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_dry_run_lists_every_run_with_gpu_hours(profile, capsys):
+    plan = print_plan(profile)
+    out = capsys.readouterr().out
+    assert [row["run"] for row in plan] == list(load_profile(profile).shared["runs"])
+    for row in plan:
+        assert row["run"] in out
+        assert row["GPU-hours"] > 0

@@ -166,3 +166,11 @@ def test_shower_softmax_std_is_over_voxels_predicted_shower():
     scores = torch.softmax(logits[:2], 1)[:, 2]
     assert shower_softmax_std(logits, logits.argmax(1)) == pytest.approx(scores.std().item())
     assert np.isnan(shower_softmax_std(logits[2:], logits[2:].argmax(1)))
+
+
+def test_learning_rate_drops_tenfold_after_decay_from():
+    cfg = TrainConfig(data="x", iterations=10, learning_rate=1e-3, decay_from=0.8)
+    assert [cfg.learning_rate_at(i) for i in (1, 8, 9, 10)] == pytest.approx(
+        [1e-3, 1e-3, 1e-4, 1e-4])
+    with pytest.raises(ConfigError, match="decay_from"):
+        TrainConfig(data="x", decay_from=1.5)
