@@ -48,7 +48,7 @@ class EventDataset(torch.utils.data.Dataset):
     def __init__(self, path: str, dim: int = 3, projection: int = 0,
                  transform: LabelTransform | None = None) -> None:
         self.path, self.transform = path, transform
-        self._events = open_dataset(path, dim=dim, projection=projection)
+        self._events = open_dataset(path, dim=dim, projection=projection, truth=False)
         self.spatial_size = int(self._events.meta.size_px[0])
 
     def __len__(self) -> int:

@@ -1,4 +1,5 @@
-"""Command line: ``python -m analysis_lib simulate|data|validate-sim|train|evaluate|reproduce``."""
+"""Command line: ``python -m analysis_lib simulate|data|validate-sim|train|evaluate|michel|
+reproduce``."""
 
 import argparse
 import json
@@ -74,7 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
                       iterations=args.iterations, learning_rate=args.lr,
                       class_weights=args.weights, relabel=args.relabel,
                       checkpoint_every=args.checkpoint_every, seed=args.seed,
-                      init=args.init)
+                      init=args.init, decay_from=args.decay_from)
     print(train(cfg, args.out, resume=args.resume, workers=args.workers))
 
 
@@ -89,6 +90,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
           f"± {result['nonzero_accuracy_std']:.4f}")
     for name, value in zip(CLASS_NAMES, result["classwise_accuracy"], strict=True):
         print(f"  {name:<10} {'absent' if value is None else f'{value:.4f}'}")
+
+
+def _cmd_michel(args: argparse.Namespace) -> None:
+    from analysis_lib import michel
+
+    if args.checkpoint is None:
+        candidates, truths = michel.reconstruct(michel.relabeled_truth(args.data))
+    else:
+        from analysis_lib.train import load_model, predict
+
+        model, _ = load_model(args.checkpoint)
+        candidates, truths = michel.reconstruct(
+            (p["event"], p["pred"]) for p in predict(model, args.data, relabeled=True))
+    result = {"no cut": michel.summarize(candidates, truths),
+              f">= {michel.ANALYSIS_CUT} voxels": michel.summarize(candidates, truths,
+                                                                  michel.ANALYSIS_CUT)}
+    if args.json:
+        print(json.dumps(result))
+        return
+    for cut, row in result.items():
+        print(f"{cut}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                     for k, v in row.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="events per process")
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--decay-from", type=float, default=1.0, metavar="FRACTION",
+                   help="lower the rate tenfold after this fraction of the iterations")
     p.add_argument("--weights", action="store_true", help="per-event class weights")
     p.add_argument("--relabel", action="store_true", help="train on relabeled Michel/delta")
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights")
@@ -150,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relabeled", action="store_true", help="score against relabeled truth")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("michel", help="Michel reconstruction metrics (the study's Table VI)")
+    p.add_argument("--checkpoint", help="network whose prediction to use (default: true labels)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_michel)
 
     p = sub.add_parser("reproduce", help="make data, execute the notebooks, build the book")
     p.add_argument("--profile", default="ci", choices=("ci", "paper"))

@@ -8,14 +8,16 @@ and the study's identification and clustering efficiency and purity follow from 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 from sklearn.cluster import DBSCAN
 
-from analysis_lib.data import Event
+from analysis_lib.data import Event, open_dataset
+from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import DataError
 from analysis_lib.labels import VoxelClass
 
@@ -169,6 +171,15 @@ def match_event(event: Event, pred: np.ndarray, relabeled: bool = True,
                      "overlap": int(hits[best]) if best >= 0 else 0,
                      "true_voxels": len(truths[best]) if best >= 0 else 0})
     return rows, truth_rows
+
+
+def relabeled_truth(path: str | os.PathLike) -> Iterator[tuple[Event, np.ndarray]]:
+    """``(event, relabeled true labels)`` of every event of a file: the input that gives the
+    reconstruction's ceiling, a perfect segmentation."""
+    with open_dataset(path) as events:
+        for event in events:
+            event.label = relabel(event.label, event.prim_ion)
+            yield event, event.label
 
 
 def reconstruct(predictions: Iterable[tuple[Event, np.ndarray]], relabeled: bool = True,

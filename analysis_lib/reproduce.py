@@ -63,6 +63,15 @@ def notebook_order(book: Path = BOOK) -> list[str]:
     return [Path(e).name for e in entries if e.startswith("executed/")]
 
 
+def declared_parameters(notebook: "jupytext.NotebookNode") -> set[str]:
+    """Names assigned in a notebook's cell tagged ``parameters``."""
+    cell = next((c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])), None)
+    if cell is None:
+        return set()
+    return {line.split("=")[0].strip() for line in cell.source.splitlines()
+            if "=" in line and not line.startswith((" ", "#"))}
+
+
 def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | None = None) -> None:
     """Run each notebook with papermill; a failing cell stops with the notebook and cell named."""
     executed = book / "executed"
@@ -71,9 +80,10 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
     os.environ["PATH"] = env_path  # the kernel must be this environment's python
     for name in only or notebook_order(book):
         source = book / "notebooks" / f"{name}.md"
-        params = {"profile": profile.name, "repo_root": str(ROOT), **profile.shared,
-                  **profile.notebooks.get(name, {})}
         notebook = jupytext.read(source)
+        shared = {k: v for k, v in profile.shared.items() if k in declared_parameters(notebook)}
+        params = {"profile": profile.name, "repo_root": str(ROOT), **shared,
+                  **profile.notebooks.get(name, {})}
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                            "language": "python"}
         start = time.perf_counter()

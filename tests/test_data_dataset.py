@@ -497,3 +497,12 @@ def test_bad_labels(tmp_path, labels, message):
     build_official_3d(path, labels=labels)
     with pytest.raises(DataError, match=f"event 0.*{message}"):
         open_dataset(path)[0]
+
+
+def test_truth_false_reads_only_voxels_labels_and_primary_ionization(tiny_sample):
+    with open_dataset(tiny_sample) as full, open_dataset(tiny_sample, truth=False) as lean:
+        event, light = full[1], lean[1]
+    assert np.array_equal(light.coords, event.coords)
+    assert np.array_equal(light.label, event.label)
+    assert np.array_equal(light.prim_ion, event.prim_ion)
+    assert light.particles is None and light.clusters is None and light.particle_index is None

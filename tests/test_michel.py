@@ -1,13 +1,22 @@
 """Michel reconstruction on hand-built events, and its metrics on hand-computed matches."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from analysis_lib.cli import main
 from analysis_lib.data import Event, ImageMeta
 from analysis_lib.errors import DataError
 from analysis_lib.labels import VoxelClass
-from analysis_lib.michel import find_michels, match_event, summarize, true_michels
+from analysis_lib.michel import (
+    find_michels,
+    match_event,
+    relabeled_truth,
+    summarize,
+    true_michels,
+)
 
 MIP, MICHEL, SHOWER = VoxelClass.MIP, VoxelClass.MICHEL, VoxelClass.SHOWER
 
@@ -160,3 +169,14 @@ def test_match_and_summary_by_hand():
     cut = summarize(rows, pd.DataFrame(truths), min_voxels=100)
     assert cut["candidates"] == 1 and cut["sample size"] == 0
     assert cut["ID purity"] == 0.0 and cut["ID efficiency"] == 0.0
+
+
+def test_michel_command_on_true_labels(tiny_sample, capsys):
+    assert main(["michel", "--data", str(tiny_sample), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"no cut", ">= 10 voxels"}
+    true_count = sum(len(true_michels(e)) for e, _ in relabeled_truth(tiny_sample))
+    assert result["no cut"]["true Michels"] == true_count
+    no_cut = result["no cut"]
+    assert no_cut["sample size"] <= no_cut["candidates"]
+    assert no_cut["candidates"] >= result[">= 10 voxels"]["candidates"]

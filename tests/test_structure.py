@@ -10,7 +10,14 @@ import tomllib
 import yaml
 
 from analysis_lib.errors import ConfigError
-from analysis_lib.reproduce import BOOK, PROFILES, load_profile, notebook_order, print_plan
+from analysis_lib.reproduce import (
+    BOOK,
+    PROFILES,
+    declared_parameters,
+    load_profile,
+    notebook_order,
+    print_plan,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "analysis_lib"
@@ -62,12 +69,9 @@ def test_environment_yml_mirrors_pyproject_pins():
 def test_profile_parameters_exist_in_their_notebooks(profile):
     params = load_profile(profile)
     for name in notebook_order():
-        notebook = jupytext.read(BOOK / "notebooks" / f"{name}.md")
-        cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
-        declared = {line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line}
-        given = set(params.shared) | set(params.notebooks.get(name, {}))
-        shared = {"manifest", "runs"}  # every notebook gets them; those that use them declare
-        assert given <= declared | shared, f"{name}: {sorted(given - declared)}"
+        declared = declared_parameters(jupytext.read(BOOK / "notebooks" / f"{name}.md"))
+        given = set(params.notebooks.get(name, {}))
+        assert given <= declared, f"{name}: {sorted(given - declared)}"
 
 
 def test_every_notebook_is_in_the_table_of_contents():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -253,6 +254,7 @@ def open_dataset(
     particle_index_product: str | None = None,
     particle_product: str | None = None,
     cluster_product: str | None = None,
+    truth: bool = True,
 ) -> LArTPCDataset:
     """Open a larcv3 HDF5 file as a sequence of :class:`Event`.
 
@@ -273,6 +275,9 @@ def open_dataset(
     data_product, label_product, prim_ion_product, particle_index_product,
     particle_product, cluster_product : str, optional
         Product names overriding the defaults.
+    truth : bool
+        False skips the particle table, the clusters and the per-voxel particle index
+        (training needs only energy, labels and the primary-ionization flag).
 
     Returns
     -------
@@ -303,4 +308,8 @@ def open_dataset(
         "particles": particle_product,
         "clusters": cluster_product,
     }
-    return LArTPCDataset(path, dim, projection, _choose_products(path, available, dim, requested))
+    products = _choose_products(path, available, dim, requested)
+    if not truth:
+        products = dataclasses.replace(products, particle_index=None, particles=None,
+                                       clusters=None)
+    return LArTPCDataset(path, dim, projection, products)
