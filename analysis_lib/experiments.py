@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,10 @@ class Experiment:
     root: Path = ARTIFACTS
     parent: "Experiment | None" = None
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """The run's hash: config (paths replaced by their files' sha256), code version."""
+        """The run's hash: config (paths replaced by their files' sha256), code version;
+        computed once per object (the files are not expected to change under a session)."""
         fields = dataclasses.asdict(self.config)
         fields["data"] = _file_digest(self.config.data)
         if self.parent is not None:
