@@ -118,12 +118,8 @@ def true_michels(event: Event, relabeled: bool = True) -> list[np.ndarray]:
     """
     if event.label is None:
         raise DataError(f"event {event.index} has no labels: no Michel truth")
-    michel = event.label == VoxelClass.MICHEL
-    if relabeled:
-        if event.prim_ion is None:
-            raise DataError("relabeled Michel truth needs the primary-ionization flag "
-                            "(product sparse3d_primion), which this file does not have")
-        michel &= event.prim_ion == 1
+    labels = relabel(event.label, event.prim_ion) if relabeled else event.label
+    michel = labels == VoxelClass.MICHEL
     if event.particle_index is not None:
         owner = event.particle_index
     elif event.clusters is not None:
