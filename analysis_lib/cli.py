@@ -1,5 +1,5 @@
 """Command line: ``python -m analysis_lib simulate|data|validate-sim|train|evaluate|michel|
-reproduce``."""
+reproduce|findings``."""
 
 import argparse
 import json
@@ -66,6 +66,21 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
         reproduce(args.profile, only=args.only, skip_build=args.no_build)
 
 
+def _cmd_findings(args: argparse.Namespace) -> None:
+    from analysis_lib import findings, results
+
+    recorded = results.load_all(args.results)
+    if not recorded:
+        raise AnalysisError(f"no chapter results in {args.results or results.folder()}; run "
+                            f"`make book` (or `python -m analysis_lib reproduce`) first")
+    table = findings.markdown(findings.judge(recorded))
+    if args.update_readme is None:
+        print(table)
+        return
+    findings.write_between_markers(args.update_readme, table)
+    print(f"updated the findings section of {args.update_readme}")
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from analysis_lib.train import TrainConfig, train
 
@@ -75,7 +90,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
                       iterations=args.iterations, learning_rate=args.lr,
                       class_weights=args.weights, relabel=args.relabel,
                       checkpoint_every=args.checkpoint_every, seed=args.seed,
-                      init=args.init, decay_from=args.decay_from)
+                      init=args.init, decay_from=args.decay_from, schedule=args.schedule,
+                      warmup=args.warmup, optimizer=args.optimizer,
+                      weight_decay=args.weight_decay)
     print(train(cfg, args.out, resume=args.resume, workers=args.workers))
 
 
@@ -158,7 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--decay-from", type=float, default=1.0, metavar="FRACTION",
-                   help="lower the rate tenfold after this fraction of the iterations")
+                   help="step schedule: lower the rate tenfold after this fraction")
+    p.add_argument("--schedule", choices=("step", "cosine"), default="step",
+                   help="step (the study's constant rate) or warm-up + cosine decay")
+    p.add_argument("--warmup", type=float, default=0.0, metavar="FRACTION",
+                   help="cosine schedule: linear warm-up over this fraction")
+    p.add_argument("--optimizer", choices=("adam", "adamw"), default="adam")
+    p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--weights", action="store_true", help="per-event class weights")
     p.add_argument("--relabel", action="store_true", help="train on relabeled Michel/delta")
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights")
@@ -189,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true",
                    help="list the runs the profile trains, with estimated GPU-hours")
     p.set_defaults(func=_cmd_reproduce)
+
+    p = sub.add_parser("findings", help="the study's claims judged on the chapters' results")
+    p.add_argument("--results", type=Path, default=None,
+                   help="folder of the chapters' results (default: the executed book's)")
+    p.add_argument("--update-readme", type=Path, default=None, metavar="README",
+                   help="write the table between the README's findings markers")
+    p.set_defaults(func=_cmd_findings)
     return parser
 
 

@@ -22,11 +22,12 @@ ARTIFACTS = ROOT / "artifacts"
 _CODE = ("models", "sparse", "train.py", "batching.py", "data/relabel.py")
 
 
-def code_version() -> str:
-    """sha256 (16 hex digits) of the source files that training depends on."""
+def code_version(entries: tuple[str, ...] = _CODE) -> str:
+    """sha256 (16 hex digits) of the source files that training depends on (or of
+    ``entries``, paths relative to the package; ``(".",)`` is the whole package)."""
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parent
-    for entry in _CODE:
+    for entry in entries:
         path = package / entry
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
             digest.update(file.relative_to(package).as_posix().encode())
@@ -97,8 +98,10 @@ class Experiment:
         return dict(sorted(found.items()))
 
     def evaluation(self, data: str | os.PathLike, relabeled: bool = False) -> dict:
-        """Metrics of the trained model on ``data``, cached beside the checkpoint."""
-        tag = f"{_file_digest(data)[:12]}{'_relabeled' if relabeled else ''}"
+        """Metrics of the trained model on ``data``, cached beside the checkpoint and keyed by
+        the data and the whole package's source (a changed metric or reader re-evaluates)."""
+        tag = (f"{_file_digest(data)[:12]}{'_relabeled' if relabeled else ''}_"
+               f"{code_version(('.',))[:8]}")
         cache = self.folder / f"eval_{tag}.json"
         if cache.exists():
             return json.loads(cache.read_text())

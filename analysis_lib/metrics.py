@@ -54,21 +54,67 @@ class SampleMetrics:
         self.confusion = cm if self.confusion is None else self.confusion + cm
 
     def summary(self) -> dict:
-        """Mean and std over events of the nonzero accuracy, classwise accuracy averaged over the
-        events where each class is present, the confusion matrix and the event count."""
+        """Mean, std, standard error and per-event values of the nonzero accuracy; classwise
+        accuracy averaged over the events where each class is present, with its standard
+        error; the confusion matrix and the event count."""
         acc = np.array(self.accuracies)
         per_class = np.array(self.classwise) if self.classwise else np.full(
             (0, self.num_classes), np.nan)
         present = np.isfinite(per_class).sum(axis=0)
         classwise = [float(np.nanmean(per_class[:, c])) if present[c] else None
                      for c in range(self.num_classes)]
+        classwise_sem = [float(np.nanstd(per_class[:, c]) / np.sqrt(present[c]))
+                         if present[c] else None for c in range(self.num_classes)]
         confusion = (self.confusion if self.confusion is not None
                      else np.zeros((self.num_classes,) * 2, np.int64))
         return {
             "n_events": len(acc),
             "nonzero_accuracy": float(acc.mean()) if len(acc) else None,
             "nonzero_accuracy_std": float(acc.std()) if len(acc) else None,
+            "nonzero_accuracy_sem": float(acc.std() / np.sqrt(len(acc))) if len(acc) else None,
+            "nonzero_accuracy_per_event": acc.tolist(),
             "classwise_accuracy": classwise,
+            "classwise_accuracy_sem": classwise_sem,
             "classwise_events": present.tolist(),
             "confusion_matrix": confusion.tolist(),
         }
+
+
+def running_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean over the last ``window`` finite values at each point from ``window - 1`` on
+    (NaN entries, e.g. iterations that predicted no shower, are skipped; NaN if all are)."""
+    values = np.asarray(values, dtype=float)
+    valid = np.isfinite(values)
+    kernel = np.ones(window)
+    total = np.convolve(np.where(valid, values, 0.0), kernel, "valid")
+    count = np.convolve(valid.astype(float), kernel, "valid")
+    return np.divide(total, count, out=np.full(len(total), np.nan), where=count > 0)
+
+
+def boundary_distance(coords: np.ndarray, size: int) -> np.ndarray:
+    """Distance (voxels) of each voxel (N, D) to the nearest face of a ``size``-voxel image."""
+    coords = np.asarray(coords)
+    return np.minimum(coords, size - 1 - coords).min(axis=1)
+
+
+def misclassified_by_distance(distance: np.ndarray, labels: np.ndarray, wrong: np.ndarray,
+                              edges: np.ndarray, num_classes: int = NUM_CLASSES
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """Per class and distance bin, voxels and misclassified voxels: two (num_classes, bins)."""
+    total = np.stack([np.histogram(distance[labels == c], edges)[0] for c in range(num_classes)])
+    mistaken = np.stack([np.histogram(distance[(labels == c) & wrong], edges)[0]
+                         for c in range(num_classes)])
+    return total, mistaken
+
+
+def near_and_far_mistakes(distance: np.ndarray, labels: np.ndarray, wrong: np.ndarray,
+                          near: float, far: float, num_classes: int = NUM_CLASSES) -> list[dict]:
+    """Per class: voxels and misclassified voxels closer than ``near`` to the boundary and at
+    ``far`` or more (Figure 12 as two numbers per class)."""
+    rows = []
+    for c in range(num_classes):
+        mine = labels == c
+        is_near, is_far = mine & (distance < near), mine & (distance >= far)
+        rows.append({"near_total": int(is_near.sum()), "near_wrong": int((is_near & wrong).sum()),
+                     "far_total": int(is_far.sum()), "far_wrong": int((is_far & wrong).sum())})
+    return rows

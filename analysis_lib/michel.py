@@ -28,16 +28,6 @@ from analysis_lib.labels import VoxelClass
 ATTACH_DISTANCE = 2 * math.sqrt(2)
 #: Candidates below this many voxels fail the study's analysis cut.
 ANALYSIS_CUT = 10
-#: The study's Table VI: (no cut, >= 10 voxels).
-PAPER_TABLE6 = {
-    "sample size": (6998, 6961),
-    "ID purity": (0.967, 0.973),
-    "ID efficiency": (0.939, 0.934),
-    "cluster efficiency": (0.954, 0.960),
-    "cluster purity": (0.955, 0.960),
-}
-#: Share of the study's candidates with cluster efficiency and purity both above 95 %.
-PAPER_BOTH_ABOVE_95 = 0.898
 
 
 def _dbscan(points: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
@@ -215,3 +205,14 @@ def summarize(candidates: pd.DataFrame, truths: pd.DataFrame, min_voxels: int = 
         "both above 95 %": float(((efficiency > 0.95) & (purity > 0.95)).mean())
         if len(matched) else math.nan,
     }
+
+
+#: The rows of Table VI, in the study's order.
+TABLE6_ROWS = ("sample size", "candidates", "true Michels", "ID purity", "ID efficiency",
+               "cluster efficiency", "cluster purity", "both above 95 %")
+
+
+def table6_column(candidates: pd.DataFrame, truths: pd.DataFrame, min_voxels: int = 0) -> list:
+    """One column of Table VI: :func:`summarize` in the order of :data:`TABLE6_ROWS`."""
+    summary = summarize(candidates, truths, min_voxels)
+    return [summary[row] for row in TABLE6_ROWS]

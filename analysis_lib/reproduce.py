@@ -63,6 +63,16 @@ def notebook_order(book: Path = BOOK) -> list[str]:
     return [Path(e).name for e in entries if e.startswith("executed/")]
 
 
+#: Notebooks that read the others' recorded results, so run after them whatever their place.
+RUN_LAST = ("findings",)
+
+
+def execution_order(book: Path = BOOK) -> list[str]:
+    """The table of contents' order, with :data:`RUN_LAST` moved to the end."""
+    order = notebook_order(book)
+    return [n for n in order if n not in RUN_LAST] + [n for n in order if n in RUN_LAST]
+
+
 def declared_parameters(notebook: "jupytext.NotebookNode") -> set[str]:
     """Names assigned in a notebook's cell tagged ``parameters``."""
     cell = next((c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])), None)
@@ -78,7 +88,7 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
     executed.mkdir(exist_ok=True)
     env_path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
     os.environ["PATH"] = env_path  # the kernel must be this environment's python
-    for name in only or notebook_order(book):
+    for name in only or execution_order(book):
         source = book / "notebooks" / f"{name}.md"
         notebook = jupytext.read(source)
         shared = {k: v for k, v in profile.shared.items() if k in declared_parameters(notebook)}

@@ -5,10 +5,14 @@ import pytest
 
 from analysis_lib.metrics import (
     SampleMetrics,
+    boundary_distance,
     classwise_accuracy,
     confusion_matrix,
+    misclassified_by_distance,
+    near_and_far_mistakes,
     nonzero_accuracy,
     predicted_class_softmax,
+    running_mean,
 )
 
 
@@ -43,3 +47,26 @@ def test_sample_summary_averages_classwise_over_events_where_present():
     assert s["classwise_accuracy"] == [pytest.approx(0.5), pytest.approx(0.5), 1.0]
     assert s["classwise_events"] == [2, 1, 1]
     assert s["confusion_matrix"] == [[1, 0, 1], [1, 1, 0], [0, 0, 1]]
+    # standard errors: std over the events / sqrt(events), per class over the events with it
+    assert s["nonzero_accuracy_sem"] == pytest.approx(np.std([2 / 3, 1 / 2]) / np.sqrt(2))
+    assert s["nonzero_accuracy_per_event"] == [pytest.approx(2 / 3), 0.5]
+    assert s["classwise_accuracy_sem"] == [pytest.approx(0.5 / np.sqrt(2)), 0.0, 0.0]
+
+
+def test_running_mean_skips_nan():
+    got = running_mean(np.array([1.0, np.nan, 3.0, 5.0]), 2)
+    np.testing.assert_allclose(got, [1.0, 3.0, 4.0])
+    assert np.isnan(running_mean(np.array([np.nan, np.nan]), 2)[0])
+
+
+def test_boundary_distance_and_near_far_counts():
+    coords = np.array([[0, 5], [5, 5], [9, 2], [4, 4]])
+    distance = boundary_distance(coords, 10)
+    np.testing.assert_array_equal(distance, [0, 4, 0, 4])
+    labels, wrong = np.array([0, 0, 1, 0]), np.array([True, False, False, True])
+    rows = near_and_far_mistakes(distance, labels, wrong, near=2, far=3, num_classes=2)
+    assert rows[0] == {"near_total": 1, "near_wrong": 1, "far_total": 2, "far_wrong": 1}
+    assert rows[1] == {"near_total": 1, "near_wrong": 0, "far_total": 0, "far_wrong": 0}
+    total, mistaken = misclassified_by_distance(distance, labels, wrong, np.array([0, 2, 5]), 2)
+    np.testing.assert_array_equal(total, [[1, 2], [1, 0]])
+    np.testing.assert_array_equal(mistaken, [[1, 1], [0, 0]])

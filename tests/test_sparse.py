@@ -22,9 +22,10 @@ from analysis_lib.sparse import (
     transposed_conv,
 )
 
-# "subm3" and "subm5" take the im2col path on these small cases; "_loop" forces the
-# per-offset path that large tensors take.
-OPS = ["subm3", "subm3_loop", "subm5", "subm5_loop", "strided", "transposed"]
+# "subm3" and "subm5" gather their im2col matrix in one block on these small cases;
+# "_blocked" forces blocks of a few rows (and a shorter last one), as large tensors take.
+OPS = ["subm3", "subm3_blocked", "subm5", "subm5_blocked", "strided", "transposed"]
+SMALL_BLOCK_BYTES = 2000
 QUANTITIES = ["forward", "grad_input", "grad_weight"]
 TOL = {"rtol": 1e-5, "atol": 1e-9}
 HYPOTHESIS = settings(
@@ -109,10 +110,13 @@ def as_torch_weight(weight: torch.Tensor, edge: int, dim: int, transposed: bool)
     return w.permute(dim + 1, dim, *spatial)
 
 
-def run_both(op: str, case: Case) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """(sparse, dense) forward, input gradient and weight gradient of one op."""
-    threshold = 0 if op.endswith("_loop") else functional._IM2COL_ELEMENTS
-    with mock.patch.object(functional, "_IM2COL_ELEMENTS", threshold):
+def run_both(
+    op: str, case: Case, block_bytes: int = SMALL_BLOCK_BYTES
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(sparse, dense) forward, input gradient and weight gradient of one op; ``_blocked``
+    ops gather im2col blocks of at most ``block_bytes``."""
+    limit = block_bytes if op.endswith("_blocked") else functional._BLOCK_BYTES
+    with mock.patch.object(functional, "_BLOCK_BYTES", limit):
         return _run_both(op, case)
 
 
@@ -212,12 +216,45 @@ def test_equals_dense_fixed(dim: int, name: str, op: str, quantity: str) -> None
     torch.testing.assert_close(sparse, dense, **TOL)
 
 
-@pytest.mark.parametrize("dim", [2, 3])
-def test_line_uses_both_paths(dim: int) -> None:
-    case = fixed_cases(dim)["line"]
-    kmap = SparseTensor(case.coords, torch.zeros(6, 1)).cache.neighbour_map(1, 3)
-    kinds = {pairs is None for k, pairs in enumerate(kmap.sparse_pairs) if kmap.counts[k]}
-    assert kinds == {True, False}
+def large_case() -> Case:
+    """Over 2048 fine and coarse sites, neither a multiple of the row blocks of
+    :func:`functional._tn_mm`'s batched matmul."""
+    gen = torch.Generator().manual_seed(7)
+    coords = (torch.rand(2, 26, 26, 26, generator=gen) < 0.7).nonzero()
+    coords = coords[torch.randperm(coords.shape[0], generator=gen)]
+    return Case(coords, 2, (26, 26, 26), 3, 5, 8)
+
+
+@pytest.mark.parametrize("quantity", QUANTITIES)
+@pytest.mark.parametrize("op", ["subm3", "subm3_blocked", "strided", "transposed"])
+def test_equals_dense_large(op: str, quantity: str) -> None:
+    """Large tensors, with the im2col matrix in one block and in two of over 2048 rows."""
+    case = large_case()
+    coarse = SparseTensor(case.coords, torch.zeros(len(case.coords), 1)).cache.downsample_map(1)
+    for n in (len(case.coords), coarse.num_coarse):
+        assert n >= 2048 and n % functional._TN_BLOCKS
+    half = -(-len(case.coords) * 27 * case.c_in * 8 // 2)
+    sparse, dense = run_both(op, case, block_bytes=half)[quantity]
+    torch.testing.assert_close(sparse, dense, **TOL)
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_weight_only_gradient_large(blocks: int) -> None:
+    """An input that needs no gradient (the first layer) takes its own weight-gradient path,
+    in one im2col block and in several."""
+    case = large_case()
+    limit = -(-len(case.coords) * 27 * 8 // blocks)
+    gen = torch.Generator().manual_seed(1)
+    x = SparseTensor(case.coords, torch.randn(len(case.coords), 1, dtype=torch.float64,
+                                              generator=gen))
+    weight = torch.randn(27, 1, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    grad = torch.randn(len(case.coords), 4, dtype=torch.float64, generator=gen)
+    with mock.patch.object(functional, "_BLOCK_BYTES", limit):
+        (sparse,) = torch.autograd.grad(submanifold_conv(x, weight).feats, weight, grad)
+    dense_in = dense_of(x.feats, x.coords, case.batch, case.shape)
+    dense_out = tnf.conv3d(dense_in, as_torch_weight(weight, 3, 3, False), padding=1)
+    (dense,) = torch.autograd.grad(read_at(dense_out, x.coords), weight, grad)
+    torch.testing.assert_close(sparse, dense, **TOL)
 
 
 def test_kernel_offsets_order() -> None:
@@ -290,3 +327,69 @@ def test_to_dense_from_dense_gradients() -> None:
     grad = torch.randn(3, 2, dtype=torch.float64)
     (g,) = torch.autograd.grad(back.feats, feats, grad)
     torch.testing.assert_close(g, grad)
+
+
+@pytest.mark.parametrize("op", ["subm3", "subm3_blocked", "strided", "transposed"])
+def test_bf16_autocast_close_to_fp32(op: str) -> None:
+    """Under CPU bf16 autocast the ops compute in bf16 and return fp32 gradients whose
+    relative (Frobenius) error against fp32 stays below 2e-2."""
+    gen = torch.Generator().manual_seed(3)
+    coords = (torch.rand(2, 12, 12, 12, generator=gen) < 0.3).nonzero()
+    case = Case(coords, 2, (12, 12, 12), 16, 16, 9)
+    with mock.patch.object(functional, "_BLOCK_BYTES", 1 << 14 if op.endswith("_blocked") else
+                           functional._BLOCK_BYTES):
+        exact = _run_both(op, case)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = _run_bf16(op, case)
+    for quantity, value in low.items():
+        ref = exact[quantity][0].float()
+        assert value.dtype == (torch.bfloat16 if quantity == "forward" else torch.float32)
+        assert (value.float() - ref).norm() < 2e-2 * ref.norm(), quantity
+
+
+def _run_bf16(op: str, case: Case) -> dict[str, torch.Tensor]:
+    """The sparse side of :func:`_run_both` in fp32 parameters and inputs under autocast."""
+    dim = case.coords.shape[1] - 1
+    gen = torch.Generator().manual_seed(case.seed)
+    n = case.coords.shape[0]
+    fine = SparseTensor(case.coords, torch.zeros(n, case.c_in))
+    volume = 3**dim if op.startswith("subm") else 2**dim
+    x = fine
+    if op == "transposed":
+        coarse = strided_conv(fine, torch.zeros(volume, case.c_in, 1))
+        feats = torch.randn(len(coarse), case.c_in, dtype=torch.float64, generator=gen)
+        x = SparseTensor.derived(feats.float(), 2, coarse.cache)
+    else:
+        feats = torch.randn(n, case.c_in, dtype=torch.float64, generator=gen)
+        x = fine.with_feats(feats.float())
+    weight = torch.randn(volume, case.c_in, case.c_out, dtype=torch.float64, generator=gen)
+    feats_s = x.feats.clone().requires_grad_()
+    weight_s = weight.float().requires_grad_()
+    xs = x.with_feats(feats_s)
+    fn = {"strided": strided_conv, "transposed": transposed_conv}.get(op, submanifold_conv)
+    out = fn(xs, weight_s).feats
+    grad = torch.randn(out.shape, dtype=torch.float64, generator=gen).float()
+    gx, gw = torch.autograd.grad(out, [feats_s, weight_s], grad.to(out.dtype))
+    return {"forward": out, "grad_input": gx, "grad_weight": gw}
+
+
+@pytest.mark.parametrize("quantity", QUANTITIES)
+@pytest.mark.parametrize("op", ["subm3", "subm3_blocked", "strided", "transposed"])
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_padded_row_counts_equal_dense(op: str, quantity: str, size: str) -> None:
+    """The path that rounds every product's row count up (bf16 on the CPU) with zero rows,
+    forced here in float64: still exactly the dense convolution."""
+    case = large_case() if size == "large" else fixed_cases(3)["corners"]
+    with mock.patch.object(functional, "_fixed_shapes", lambda t: True):
+        sparse, dense = run_both(op, case, block_bytes=1 << 16)[quantity]
+    torch.testing.assert_close(sparse, dense, **TOL)
+
+
+def test_bucketed_row_counts_repeat() -> None:
+    """Four row counts per octave, none below the minimum; the im2col blocks of any voxel
+    count then take one of a few shapes."""
+    assert [functional._bucket(n) for n in (1, 256, 257, 1000, 1025, 1300, 5000)] == [
+        256, 256, 320, 1024, 1280, 1536, 5120]
+    shapes = {rows for n in range(3000, 40000, 7) for _, _, rows in
+              functional._row_blocks(n, 432 * 2, fixed=True)}
+    assert len(shapes) <= 4 * 6 + 1  # 256 .. 16384 rows, then full blocks

@@ -14,6 +14,7 @@ from analysis_lib.reproduce import (
     BOOK,
     PROFILES,
     declared_parameters,
+    execution_order,
     load_profile,
     notebook_order,
     print_plan,
@@ -92,3 +93,9 @@ def test_dry_run_lists_every_run_with_gpu_hours(profile, capsys):
     for row in plan:
         assert row["run"] in out
         assert row["GPU-hours"] > 0
+
+
+def test_findings_page_comes_first_in_the_book_and_runs_last():
+    assert notebook_order()[0] == "findings"
+    order = execution_order()
+    assert order[-1] == "findings" and sorted(order) == sorted(notebook_order())

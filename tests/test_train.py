@@ -174,3 +174,23 @@ def test_learning_rate_drops_tenfold_after_decay_from():
         [1e-3, 1e-3, 1e-4, 1e-4])
     with pytest.raises(ConfigError, match="decay_from"):
         TrainConfig(data="x", decay_from=1.5)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    cfg = TrainConfig(data="x", iterations=10, learning_rate=1e-2, schedule="cosine",
+                      warmup=0.2)
+    rates = [cfg.learning_rate_at(i) for i in range(1, 11)]
+    # linear ramp over 2 iterations, then a half cosine over the remaining 8
+    assert rates[:2] == pytest.approx([5e-3, 1e-2])
+    assert rates[5] == pytest.approx(1e-2 * 0.5 * (1 + np.cos(np.pi * 4 / 8)))
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12)
+    for bad in ({"schedule": "linear"}, {"optimizer": "sgd"}, {"warmup": 2.0},
+                {"weight_decay": -1.0}):
+        with pytest.raises(ConfigError):
+            TrainConfig(data="x", **bad)
+
+
+def test_adamw_applies_decoupled_weight_decay():
+    cfg = TrainConfig(data="x", optimizer="adamw", weight_decay=0.1)
+    opt = cfg.make_optimizer([torch.nn.Parameter(torch.ones(2))])
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["weight_decay"] == 0.1

@@ -8,6 +8,7 @@ back gradients in the dtypes of its inputs.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
@@ -32,11 +33,15 @@ __all__ = [
 
 
 _TN_BLOCKS = 8
-_BLOCK_BYTES = 8 << 20
-# Below this many elements (N * K * C) a submanifold convolution gathers one (N, K*C) im2col
-# matrix and makes one matmul: on small tensors (the coarse levels of a U-Net) the
-# per-offset loop costs more in op overhead than the K-fold copy of the features.
-_IM2COL_ELEMENTS = 1 << 22
+# The im2col matrix of a submanifold convolution is gathered into one reused workspace in row
+# blocks of at most this many bytes: it bounds the workspace (the matrix of a large level is
+# gigabytes), and on the CPU smaller blocks were no faster.
+_BLOCK_BYTES = 16 << 20
+# Reduced-precision matmuls on the CPU go to oneDNN, which compiles a kernel for every new
+# shape (0.5-2 ms, several times the product itself). Every event batch has a new voxel
+# count, so there the row count of every product is rounded up to a few fixed sizes, the
+# padding rows zero: four sizes per octave, at least _MIN_ROWS.
+_MIN_ROWS = 256
 
 
 def _compute_dtype(feats: Tensor, weight: Tensor) -> torch.dtype:
@@ -50,6 +55,37 @@ def _compute_dtype(feats: Tensor, weight: Tensor) -> torch.dtype:
 def _no_autocast(t: Tensor) -> AbstractContextManager:
     """Disable autocast inside a Function body; operands are already cast."""
     return torch.autocast(device_type=t.device.type, enabled=False)
+
+
+def _fixed_shapes(t: Tensor) -> bool:
+    """Whether products on ``t`` (already in the compute dtype) need bucketed row counts."""
+    return t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float16)
+
+
+def _bucket(n: int) -> int:
+    """``n`` rounded up to one of four sizes per octave (at least :data:`_MIN_ROWS`)."""
+    if n <= _MIN_ROWS:
+        return _MIN_ROWS
+    step = 1 << ((n - 1).bit_length() - 3)
+    return -(-n // step) * step
+
+
+def _padded_rows(n: int, t: Tensor) -> int:
+    """Rows to compute for ``n`` rows of ``t``: :func:`_bucket` where shapes must repeat."""
+    return _bucket(n) if _fixed_shapes(t) else n
+
+
+def _pad_to(x: Tensor, rows: int) -> Tensor:
+    """``x`` (N, C) with zero rows appended up to ``rows``."""
+    if rows == x.shape[0]:
+        return x.contiguous()
+    return torch.cat([x, x.new_zeros(rows - x.shape[0], x.shape[1])])
+
+
+def _mm(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` for tall ``a`` (N, A), computed on :func:`_padded_rows` rows."""
+    n = a.shape[0]
+    return (_pad_to(a, _padded_rows(n, a)) @ b)[:n]
 
 
 def _pad_row(x: Tensor) -> Tensor:
@@ -84,104 +120,127 @@ def _tn_mm(a: Tensor, b: Tensor) -> Tensor:
 
     A single GEMM with a long reduction axis is threaded by the BLAS library itself on
     CPU, and switching between its thread team and torch's costs far more than the
-    product; row blocks keep it in torch's batched kernel.
+    product; row blocks keep it in torch's batched kernel.  Short ones are one plain GEMM.
+    Where shapes must repeat, both are zero-padded to :func:`_padded_rows` rows.
     """
-    n = a.shape[0]
-    blocks = _TN_BLOCKS if n >= _TN_BLOCKS * 256 else 1
-    m = n - n % blocks
-    rows = m // blocks
+    rows = _padded_rows(a.shape[0], a)
+    a, b = _pad_to(a, rows), _pad_to(b, rows)
+    if rows < _TN_BLOCKS * 256:
+        return a.t() @ b
+    m = rows - rows % _TN_BLOCKS
+    step = m // _TN_BLOCKS
     out = torch.bmm(
-        a[:m].view(blocks, rows, a.shape[1]).transpose(1, 2), b[:m].view(blocks, rows, b.shape[1])
+        a[:m].view(_TN_BLOCKS, step, a.shape[1]).transpose(1, 2),
+        b[:m].view(_TN_BLOCKS, step, b.shape[1]),
     ).sum(dim=0)
-    if m < n:
+    if m < rows:
         out.addmm_(a[m:].t(), b[m:])
     return out
 
 
-def _im2col(x: Tensor, columns: Tensor, n_off: int) -> Tensor:
-    """(N, K*C) matrix whose row j holds the K neighbours of site j (zeros where absent)."""
-    return _pad_row(x).index_select(0, columns).view(-1, n_off * x.shape[1])
+def _row_blocks(n: int, row_bytes: int, fixed: bool) -> list[tuple[int, int, int]]:
+    """``(start, stop, rows)`` covering ``range(n)``: blocks of a power-of-two row count of at
+    most :data:`_BLOCK_BYTES`, the last one shorter; ``rows >= stop - start`` is the count to
+    compute, the last block's :func:`_bucket` when ``fixed``."""
+    size = 1 << max(0, (_BLOCK_BYTES // max(row_bytes, 1)).bit_length() - 1)
+    size = max(size, _MIN_ROWS) if fixed else size
+    blocks = []
+    for start in range(0, max(n, 1), size):
+        stop = min(n, start + size)
+        rows = min(_bucket(stop - start), size) if fixed else stop - start
+        blocks.append((start, stop, rows))
+    return blocks
 
 
-def _row_blocks(n: int, channels: int) -> list[tuple[int, int]]:
-    """Row ranges whose gather buffer stays cache-sized (about _BLOCK_BYTES)."""
-    step = max(1, _BLOCK_BYTES // (4 * max(channels, 1)))
-    return [(start, min(n, start + step)) for start in range(0, n, step)]
+_WORKSPACE = threading.local()
+
+
+def _workspace(x: Tensor, numel: int) -> Tensor:
+    """A flat buffer of at least ``numel`` elements of ``x``'s dtype, reused by every im2col
+    block on the CPU: a buffer that stays in cache gathers about a quarter faster than fresh
+    memory.  Each thread has its own; on other devices the allocator already caches."""
+    if x.device.type != "cpu":
+        return x.new_empty(numel)
+    buffers = _WORKSPACE.__dict__.setdefault("buffers", {})
+    buf = buffers.get(x.dtype)
+    if buf is None or buf.numel() < numel:
+        buf = buffers[x.dtype] = x.new_empty(numel)
+    return buf
+
+
+def _im2col_blocks(x: Tensor, columns: Tensor, n_off: int):
+    """Yield ``(start, stop, block)``: rows start:stop of the (N, K*C) im2col matrix of
+    ``x`` (N, C) through ``columns`` (N, K), zeros where the index is N, followed by zero rows
+    up to the block's computed row count (see :func:`_row_blocks`).
+
+    Blocks share one workspace: use each before taking the next.
+    """
+    padded = _pad_row(x)
+    width = n_off * x.shape[1]
+    blocks = _row_blocks(x.shape[0], width * x.element_size(), _fixed_shapes(x))
+    buf = _workspace(x, max(rows for _, _, rows in blocks) * width)
+    for start, stop, rows in blocks:
+        block = buf[: rows * width].view(rows, width)
+        torch.index_select(padded, 0, columns[start:stop].view(-1),
+                           out=block[: stop - start].view(-1, x.shape[1]))
+        block[stop - start:].zero_()
+        yield start, stop, block
+
+
+def _computed_rows(x: Tensor, n_off: int) -> int:
+    """Rows of the outputs that :func:`_im2col_blocks` of ``x`` writes (``N`` or more)."""
+    blocks = _row_blocks(x.shape[0], n_off * x.shape[1] * x.element_size(), _fixed_shapes(x))
+    return blocks[-1][0] + blocks[-1][2]
 
 
 def _submanifold_forward(f: Tensor, w: Tensor, kmap: NeighbourMap) -> Tensor:
-    """out[j] = sum_k f[table[k, j]] @ w[k]; centre offset is a plain matmul.
+    """out[j] = sum_k f[columns[j, k]] @ w[k], as im2col matmuls.
 
-    Dense offsets run over blocks of output rows so that, with sorted sites, the gathered
-    rows and the output block stay in cache.
+    One GEMM over all K offsets, zeros included, beats a gather-matmul-scatter per offset on
+    the CPU: the sites of a U-Net level have about half their neighbours, and the op
+    overhead of K small products costs more than the doubled arithmetic.
     """
     n_off, c_in, c_out = w.shape
-    if f.numel() * n_off <= _IM2COL_ELEMENTS:
-        return _im2col(f, kmap.columns, n_off) @ w.reshape(n_off * c_in, c_out)
-    centre = n_off // 2
-    out = f @ w[centre]
-    dense = [k for k, c in enumerate(kmap.counts) if c and k != centre and not kmap.sparse_pairs[k]]
-    if dense:
-        padded = _pad_row(f)
-        blocks = _row_blocks(f.shape[0], f.shape[1])
-        buf = f.new_empty(blocks[0][1] - blocks[0][0], f.shape[1])
-        for start, stop in blocks:
-            b, o = buf[: stop - start], out[start:stop]
-            for k in dense:
-                torch.index_select(padded, 0, kmap.table[k, start:stop], out=b)
-                o.addmm_(b, w[k])
-    for k, pairs in enumerate(kmap.sparse_pairs):
-        if pairs is not None and kmap.counts[k]:
-            in_idx, out_idx = pairs
-            out.index_add_(0, out_idx, f[in_idx] @ w[k])
-    return out
+    w_flat = w.reshape(n_off * c_in, c_out)
+    out = f.new_empty(_computed_rows(f, n_off), c_out)
+    for start, _, block in _im2col_blocks(f, kmap.columns, n_off):
+        torch.mm(block, w_flat, out=out[start:start + block.shape[0]])
+    return out[: f.shape[0]]
 
 
 def _submanifold_backward(
     f: Tensor, w: Tensor, g: Tensor, kmap: NeighbourMap, need_x: bool, need_w: bool
 ) -> tuple[Tensor | None, Tensor | None]:
-    """Gradients of :func:`_submanifold_forward`.
+    """Gradients of :func:`_submanifold_forward` from one im2col matrix of ``g``.
 
-    The pairs of offset k are the swapped pairs of its mirror K-1-k, so gathering the
-    output gradient through the mirror column gives, at every input site, the gradient
-    of the output it feeds through offset k: one gather serves both gradients.
+    The pairs of offset k are the swapped pairs of its mirror K-1-k, so column block K-1-k
+    of the im2col matrix ``G`` of ``g`` holds, in row i, the gradient of the output that site
+    i feeds through offset k: ``grad_x = G @ flip(w)^T`` and ``grad_w = flip(f^T @ G)``.
+    Without ``grad_x`` (the input layer, one channel) the narrower im2col matrix of ``f``
+    gives ``grad_w``.
     """
     n_off, c_in, c_out = w.shape
-    if max(f.numel(), g.numel()) * n_off <= _IM2COL_ELEMENTS:
-        gx = gw = None
-        if need_x:
-            w_t = w.transpose(1, 2).reshape(n_off * c_out, c_in)
-            gx = _im2col(g, kmap.mirror_columns, n_off) @ w_t
-        if need_w:
-            gw = _tn_mm(_im2col(f, kmap.columns, n_off), g).view(n_off, c_in, c_out)
-        return gx, gw
-    centre = n_off // 2
-    gx = g @ w[centre].t() if need_x else None
-    gw = torch.zeros_like(w) if need_w else None
+    n = f.shape[0]
+    if not need_x:
+        gw = None
+        g = _pad_to(g, _computed_rows(f, n_off))
+        for start, _, block in _im2col_blocks(f, kmap.columns, n_off):
+            part = _tn_mm(block, g[start:start + block.shape[0]])
+            gw = part if gw is None else gw.add_(part)
+        return None, gw.view(n_off, c_in, c_out)
+    rows = _computed_rows(g, n_off)
+    gx = f.new_empty(rows, c_in)
+    w_t = w.flip(0).transpose(1, 2).reshape(n_off * c_out, c_in)
+    gw = f.new_zeros(c_in, n_off * c_out) if need_w else None
+    f = _pad_to(f, rows) if need_w else f
+    for start, _, block in _im2col_blocks(g, kmap.columns, n_off):
+        stop = start + block.shape[0]
+        torch.mm(block, w_t, out=gx[start:stop])
+        if gw is not None:  # narrow f^T: one plain GEMM is as fast as _tn_mm's blocks
+            gw.addmm_(f[start:stop].t(), block)
     if gw is not None:
-        gw[centre] = _tn_mm(f, g)
-    dense = [k for k, c in enumerate(kmap.counts) if c and k != centre and not kmap.sparse_pairs[k]]
-    if dense:
-        padded = _pad_row(g)
-        blocks = _row_blocks(f.shape[0], g.shape[1])
-        buf = g.new_empty(blocks[0][1] - blocks[0][0], g.shape[1])
-        for start, stop in blocks:
-            b = buf[: stop - start]
-            for k in dense:
-                torch.index_select(padded, 0, kmap.table[n_off - 1 - k, start:stop], out=b)
-                if gx is not None:
-                    gx[start:stop].addmm_(b, w[k].t())
-                if gw is not None:
-                    gw[k] += _tn_mm(f[start:stop], b)
-    for k, pairs in enumerate(kmap.sparse_pairs):
-        if pairs is not None and kmap.counts[k]:
-            in_idx, out_idx = pairs
-            g_k = g[out_idx]
-            if gx is not None:
-                gx.index_add_(0, in_idx, g_k @ w[k].t())
-            if gw is not None:
-                gw[k] = _tn_mm(f[in_idx], g_k)
-    return gx, gw
+        gw = gw.view(c_in, n_off, c_out).flip(1).transpose(0, 1).contiguous()
+    return gx[:n], gw
 
 
 def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
@@ -240,7 +299,7 @@ class _StridedConvFn(Function):
         v, c_in, c_out = w.shape
         with _no_autocast(f):
             slots = _gather_slots(f, kmap.child)
-            return slots.view(kmap.num_coarse, v * c_in) @ w.reshape(v * c_in, c_out)
+            return _mm(slots.view(kmap.num_coarse, v * c_in), w.reshape(v * c_in, c_out))
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
@@ -254,7 +313,7 @@ class _StridedConvFn(Function):
             g = grad_out.to(f.dtype).contiguous()
             w_flat = w.reshape(v * c_in, c_out)
             if ctx.needs_input_grad[0]:
-                gx = (g @ w_flat.t()).view(-1, c_in).index_select(0, kmap.slot)
+                gx = _mm(g, w_flat.t()).view(-1, c_in).index_select(0, kmap.slot)
             if ctx.needs_input_grad[1]:
                 slots = _gather_slots(f, kmap.child)
                 gw = _tn_mm(slots.view(kmap.num_coarse, v * c_in), g).view(v, c_in, c_out)
@@ -274,7 +333,7 @@ class _TransposedConvFn(Function):
         v, c_in, c_out = w.shape
         with _no_autocast(f):
             w_flat = w.permute(1, 0, 2).reshape(c_in, v * c_out)
-            return (f @ w_flat).view(-1, c_out).index_select(0, kmap.slot)
+            return _mm(f, w_flat).view(-1, c_out).index_select(0, kmap.slot)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
@@ -288,7 +347,7 @@ class _TransposedConvFn(Function):
             g = grad_out.to(f.dtype).contiguous()
             slots = _gather_slots(g, kmap.child).view(-1, v * c_out)
             if ctx.needs_input_grad[0]:
-                gx = slots @ w.permute(1, 0, 2).reshape(c_in, v * c_out).t()
+                gx = _mm(slots, w.permute(1, 0, 2).reshape(c_in, v * c_out).t())
             if ctx.needs_input_grad[1]:
                 gw = _tn_mm(f, slots).view(c_in, v, c_out).permute(1, 0, 2).contiguous()
         return _cast(gx, ctx.dtypes[0]), _cast(gw, ctx.dtypes[1]), None
@@ -437,7 +496,8 @@ def linear(x: SparseTensor, weight: Tensor, bias: Tensor | None = None) -> Spars
             f"weight must have shape ({x.num_channels}, C_out) for an input with "
             f"{x.num_channels} channels, got {tuple(weight.shape)}"
         )
-    feats = x.feats @ weight if bias is None else torch.addmm(bias, x.feats, weight)
+    dtype = _compute_dtype(x.feats, weight)
+    feats = _add_bias(_mm(x.feats.to(dtype), weight.to(dtype)), bias)
     return x.with_feats(feats)
 
 

@@ -9,7 +9,6 @@ are encoded as int64 keys, sorted once, and neighbours are found with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -28,10 +27,6 @@ __all__ = [
 ]
 
 _KEY_LIMIT = 2**62
-# An offset whose pair count is below this fraction of the sites is handled pair by pair
-# (gather, mm, index_add_); denser offsets gather a full neighbour column instead, which
-# needs no scatter and wins once more than about a third of the sites have a neighbour.
-_DENSE_FRACTION = 1 / 3
 
 
 def kernel_offsets(kernel_size: int, dim: int) -> Tensor:
@@ -181,62 +176,46 @@ class NeighbourMap:
     kernel_size, dim : int
         Odd kernel edge and spatial dimension; ``K = kernel_size**dim`` offsets.
     order : (N,) int64 or None
-        Permutation to lexicographic order of the sites; ``table`` and ``sparse_pairs``
-        index sites in that order, which keeps the gathers local.  None when the sites
-        are already sorted.
+        Permutation to lexicographic order of the sites; ``columns`` indexes sites in that
+        order, which keeps the gathers local.  None when the sites are already sorted.
     inverse : (N,) int64 or None
         Inverse permutation of ``order``: row ``i`` of the sites is sorted row
         ``inverse[i]``.
-    table : (K, N) int64
-        ``table[k, j]`` is the (sorted) input site at ``out j + offsets[k]``, or ``N``
-        where that site is inactive (index of a zero row appended to the features).
+    columns : (N, K) int64
+        ``columns[j, k]`` is the (sorted) input site at ``out j + offsets[k]``, or ``N``
+        where that site is inactive (index of a zero row appended to the features): row
+        ``j`` read flat gathers row ``j`` of an im2col matrix.
     counts : tuple of K ints
         Number of (in, out) pairs of each offset.
-    sparse_pairs : tuple of K entries
-        Sorted ``(in_idx, out_idx)``, both (P_k,) int64, for offsets with few pairs,
-        handled pair by pair; None for offsets handled through ``table``.
     """
 
     kernel_size: int
     dim: int
     order: Tensor | None
     inverse: Tensor | None
-    table: Tensor
+    columns: Tensor
     counts: tuple[int, ...]
-    sparse_pairs: tuple[tuple[Tensor, Tensor] | None, ...]
 
     @property
     def num_sites(self) -> int:
         """Number of sites N (input = output)."""
-        return self.table.shape[1]
+        return self.columns.shape[0]
 
     @property
     def num_pairs(self) -> int:
         """Total number of (in, out) pairs over all offsets."""
         return sum(self.counts)
 
-    @cached_property
-    def columns(self) -> Tensor:
-        """(N*K,) int64: ``table`` read site by site, the gather index of an im2col matrix."""
-        return self.table.t().reshape(-1)
-
-    @cached_property
-    def mirror_columns(self) -> Tensor:
-        """(N*K,) int64: like :attr:`columns` with offset ``k`` read from offset ``K-1-k``."""
-        return self.table.flip(0).t().reshape(-1)
-
     def pairs(self, k: int) -> tuple[Tensor, Tensor]:
         """(in_idx, out_idx) of offset ``k`` in the sites' own row order.
 
         Both (P_k,) int64, ``coords[in_idx] = coords[out_idx] + offsets[k]``.
         """
-        stored = self.sparse_pairs[k]
-        if stored is None:
-            out_idx = (self.table[k] != self.num_sites).nonzero().squeeze(1)
-            stored = (self.table[k, out_idx], out_idx)
+        out_idx = (self.columns[:, k] != self.num_sites).nonzero().squeeze(1)
+        in_idx = self.columns[out_idx, k]
         if self.order is None:
-            return stored
-        return self.order[stored[0]], self.order[stored[1]]
+            return in_idx, out_idx
+        return self.order[in_idx], self.order[out_idx]
 
 
 def build_neighbour_map(sites: SiteSet, kernel_size: int) -> NeighbourMap:
@@ -257,37 +236,41 @@ def build_neighbour_map(sites: SiteSet, kernel_size: int) -> NeighbourMap:
     centre = n_off // 2
     n = sites.num_sites
     device = sites.coords.device
-    table = torch.full((n_off, n), n, dtype=torch.int64, device=device)
-    table[centre] = torch.arange(n, device=device)
+    columns = torch.full((n, n_off), n, dtype=torch.int64, device=device)
+    columns[:, centre] = torch.arange(n, device=device)
     counts = [0] * n_off
     counts[centre] = n
     if n > 1 and n_off > 1:
         pad = kernel_size // 2
         keys = site_keys(sites.sorted_coords(), sites.extent, pad)
         strides = torch.tensor(_key_strides(sites.extent, pad), dtype=torch.int64)
-        deltas = (offsets[:centre] * strides).sum(dim=1).to(device)
-        query = keys.unsqueeze(0) + deltas.unsqueeze(1)
-        pos = torch.searchsorted(keys, query).clamp_(max=n - 1)
-        found = keys[pos] == query
+        # The offsets come in runs of kernel_size along the last axis, whose keys are
+        # consecutive integers: one binary search finds the first of a run, and the
+        # search position of each next key moves by one where the previous one was found.
+        groups = -(-centre // kernel_size)
+        deltas = (offsets[: groups * kernel_size : kernel_size] * strides).sum(dim=1)
+        first = keys.unsqueeze(0) + deltas.to(device).unsqueeze(1)
+        pos = torch.searchsorted(keys, first)
+        found_run, pos_run = [], []
+        for step in range(kernel_size):
+            at = pos.clamp(max=n - 1)
+            hit = keys[at] == first + step
+            found_run.append(hit)
+            pos_run.append(at)
+            pos = pos + hit
+        found = torch.stack(found_run, dim=1).view(-1, n)[:centre]
+        pos = torch.stack(pos_run, dim=1).view(-1, n)[:centre]
+        columns[:, :centre] = torch.where(found, pos, n).t()
         k_idx, j_idx = found.nonzero(as_tuple=True)
-        i_idx = pos[k_idx, j_idx]
-        table[k_idx, j_idx] = i_idx
-        table[n_off - 1 - k_idx, i_idx] = j_idx
+        columns[pos[k_idx, j_idx], n_off - 1 - k_idx] = j_idx
         half = found.sum(dim=1).tolist()
         for k, c in enumerate(half):
             counts[k] = counts[n_off - 1 - k] = int(c)
-    sparse: list[tuple[Tensor, Tensor] | None] = [None] * n_off
-    for k, c in enumerate(counts):
-        if k != centre and c < _DENSE_FRACTION * n:
-            out_idx = (table[k] != n).nonzero().squeeze(1)
-            sparse[k] = (table[k, out_idx], out_idx)
     inverse = None
     if sites.order is not None:
         inverse = torch.empty_like(sites.order)
         inverse[sites.order] = torch.arange(n, device=device)
-    return NeighbourMap(
-        kernel_size, sites.dim, sites.order, inverse, table, tuple(counts), tuple(sparse)
-    )
+    return NeighbourMap(kernel_size, sites.dim, sites.order, inverse, columns, tuple(counts))
 
 
 @dataclass(frozen=True)

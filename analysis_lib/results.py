@@ -1,0 +1,55 @@
+"""Each chapter's measured results, kept as JSON beside the executed notebooks so that the
+findings page judges the study's claims on exactly the numbers the chapters show."""
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from analysis_lib.errors import DataError
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Where the chapters' results go; ``ANALYSIS_LIB_RESULTS`` overrides it.
+DEFAULT_FOLDER = ROOT / "book" / "executed" / "results"
+
+
+def folder() -> Path:
+    """The results folder in force."""
+    return Path(os.environ.get("ANALYSIS_LIB_RESULTS", DEFAULT_FOLDER))
+
+
+def _plain(value: object) -> object:
+    """JSON-ready copy: numpy scalars and arrays to Python, NaN to None, keys to strings."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def record(chapter: str, where: Path | None = None, **values: object) -> Path:
+    """Write ``values`` as the results of ``chapter`` (replacing earlier ones, atomically)."""
+    target = (where or folder()) / f"{chapter}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_plain(values), indent=1))
+    tmp.replace(target)
+    return target
+
+
+def load_all(where: Path | None = None) -> dict[str, dict]:
+    """Every chapter's recorded results, by chapter name."""
+    found = {}
+    for path in sorted((where or folder()).glob("*.json")):
+        try:
+            found[path.stem] = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: not valid JSON ({err}); re-run that chapter") from None
+    return found

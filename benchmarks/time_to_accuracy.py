@@ -1,0 +1,116 @@
+"""Held-out accuracy after a few minutes of CPU training: the engine and recipe of a pinned
+commit beside today's, one table.
+
+Each configuration trains [3D, 128 px, depth 5, 16 filters], batch 4, on the ci training set
+for the longest budget, with a checkpoint about every half minute; the checkpoint last saved
+within each budget (training-step wall time, evaluation excluded) is scored on the held-out
+set. The baseline runs in a child process on a copy of today's package whose ``sparse`` engine
+is the pinned commit's, so both share the training loop and differ only in engine and recipe.
+A cosine schedule is sized for the longest budget, so its earlier snapshots are taken before
+the rate has decayed: they understate what a run sized for that budget reaches.
+
+    python benchmarks/time_to_accuracy.py [--budgets 2 5 10 20] [--baseline-commit 648ca26]
+"""
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPES = {
+    "baseline": {"learning_rate": 0.002, "decay_from": 0.75, "amp": False},
+    "new": {"learning_rate": 0.01, "schedule": "cosine", "warmup": 0.05, "optimizer": "adamw",
+            "weight_decay": 1e-4},
+}
+CHILD = """
+import json, sys, time
+from analysis_lib.train import TrainConfig, evaluate, read_log, train
+spec = json.loads(sys.argv[1])
+cfg = TrainConfig(data=spec["data"], depth=5, filters=16, batch_size=4, iterations=30,
+                  checkpoint_every=30, **spec["recipe"])
+train(cfg, spec["out"] + "/calibrate", progress=False)
+step = read_log(spec["out"] + "/calibrate")["wall_time_s"][-1] / 30
+total = int(max(spec["budgets"]) * 60 / step)
+every = max(1, int(30 / step))
+cfg = TrainConfig(data=spec["data"], depth=5, filters=16, batch_size=4, iterations=total,
+                  checkpoint_every=every, **spec["recipe"])
+train(cfg, spec["out"] + "/run", progress=False)
+wall = read_log(spec["out"] + "/run")["wall_time_s"]
+rows = []
+for budget in spec["budgets"]:
+    saved = [i for i in range(every, total + 1, every) if wall[i - 1] <= budget * 60]
+    if not saved:
+        rows.append({"budget_min": budget, "iteration": 0})
+        continue
+    it = saved[-1]
+    r = evaluate(f"{spec['out']}/run/checkpoint_{it}.pt", spec["test"])
+    rows.append({"budget_min": budget, "iteration": it, "accuracy": r["nonzero_accuracy"],
+                 "sem": r["nonzero_accuracy_sem"], "classwise": r["classwise_accuracy"]})
+print("RESULT " + json.dumps({"step_s": step, "rows": rows}))
+"""
+
+
+def hybrid_package(folder: Path, commit: str) -> Path:
+    """Today's package with ``analysis_lib/sparse`` replaced by the one at ``commit``."""
+    shutil.copytree(ROOT / "analysis_lib", folder / "analysis_lib",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(folder / "analysis_lib" / "sparse")
+    archive = subprocess.run(["git", "archive", commit, "analysis_lib/sparse"], cwd=ROOT,
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def run(package_root: Path, spec: dict) -> dict:
+    """Train and score one configuration in a child process importing ``package_root``."""
+    env = {**os.environ, "PYTHONPATH": str(package_root)}
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], check=True,
+                         capture_output=True, text=True, cwd=package_root, env=env)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budgets", type=float, nargs="+", default=[2, 5, 10, 20],
+                        metavar="MINUTES")
+    parser.add_argument("--baseline-commit", default="648ca26")
+    parser.add_argument("--data", default=str(ROOT / "data" / "sim3d_128px_seed5_n2000.h5"))
+    parser.add_argument("--test", default=str(ROOT / "data" / "sim3d_128px_seed6_n100.h5"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        roots = {"baseline": hybrid_package(tmp / "baseline", args.baseline_commit),
+                 "new": ROOT}
+        table = {}
+        for name, root in roots.items():
+            spec = {"data": args.data, "test": args.test, "budgets": args.budgets,
+                    "recipe": RECIPES[name], "out": str(tmp / f"out_{name}")}
+            table[name] = run(root, spec)
+            print(f"{name}: {table[name]['step_s']:.3f} s per step", flush=True)
+    print(f"\n[3D, 128 px, 5-16], batch 4; held-out nonzero accuracy (± standard error over "
+          f"events); engine and recipe of {args.baseline_commit} ('baseline') and today's")
+    print(f"{'minutes':>8} {'config':>9} {'iteration':>10} {'accuracy':>16} "
+          f"{'HIP':>6} {'MIP':>6} {'shower':>6} {'delta':>6} {'Michel':>6}")
+    for i, budget in enumerate(args.budgets):
+        for name in roots:
+            row = table[name]["rows"][i]
+            if not row["iteration"]:
+                print(f"{budget:>8g} {name:>9} {'no checkpoint yet':>10}")
+                continue
+            classes = " ".join(f"{c:>6.1%}" if c is not None else f"{'—':>6}"
+                               for c in row["classwise"])
+            print(f"{budget:>8g} {name:>9} {row['iteration']:>10} "
+                  f"{row['accuracy']:>9.2%} ± {row['sem']:.2%} {classes}")
+
+
+if __name__ == "__main__":
+    main()
