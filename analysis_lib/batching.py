@@ -11,6 +11,7 @@ from torch import Tensor
 
 from analysis_lib.data import Event, open_dataset
 from analysis_lib.errors import ConfigError
+from analysis_lib.labels import VoxelClass
 
 #: (label, prim_ion) → label: a relabeling applied to every event before batching.
 LabelTransform = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
@@ -62,6 +63,11 @@ class EventDataset(torch.utils.data.Dataset):
             event.label = self.transform(event.label, event.prim_ion)
         return event
 
+    def holds_rare_class(self) -> np.ndarray:
+        """Per event, whether it holds a delta-ray or Michel voxel (after the transform)."""
+        rare = (VoxelClass.DELTA, VoxelClass.MICHEL)
+        return np.array([np.isin(self[i].label, rare).any() for i in range(len(self))])
+
 
 def collate(events: Sequence[Event], spatial_size: int) -> Batch:
     """Stack events into one :class:`Batch` (event ``i`` gets batch index ``i``)."""
@@ -95,10 +101,13 @@ class BatchSchedule(torch.utils.data.Sampler):
     ``batch_size`` slice. A run resumed at iteration ``start`` therefore sees exactly the
     batches an uninterrupted run would, and the ranks of a distributed run together see the
     batch a single process would.
+
+    With ``weights`` (one per event), each epoch draws its ``n_events`` events with
+    replacement in proportion to them instead of permuting them, still from ``(seed, e)``.
     """
 
     def __init__(self, n_events: int, batch_size: int, seed: int, start: int, stop: int,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, weights: np.ndarray | None = None) -> None:
         global_batch = batch_size * world_size
         if n_events < global_batch:
             raise ConfigError(f"the data set has {n_events} events, fewer than one global "
@@ -106,6 +115,12 @@ class BatchSchedule(torch.utils.data.Sampler):
         self.n_events, self.batch_size, self.seed = n_events, batch_size, seed
         self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
         self.per_epoch = n_events // global_batch
+        self.p = None
+        if weights is not None:
+            weights = np.asarray(weights, dtype=float)
+            if weights.shape != (n_events,) or not (weights >= 0).all() or weights.sum() <= 0:
+                raise ConfigError(f"weights must be {n_events} non-negative numbers, not all 0")
+            self.p = weights / weights.sum()
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -113,7 +128,9 @@ class BatchSchedule(torch.utils.data.Sampler):
     def indices(self, iteration: int) -> list[int]:
         """This rank's event indices at ``iteration``."""
         epoch, step = divmod(iteration, self.per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.n_events)
+        rng = np.random.default_rng([self.seed, epoch])
+        order = (rng.permutation(self.n_events) if self.p is None
+                 else rng.choice(self.n_events, self.n_events, p=self.p))
         first = (step * self.world_size + self.rank) * self.batch_size
         return order[first:first + self.batch_size].tolist()
 

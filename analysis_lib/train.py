@@ -44,7 +44,9 @@ class TrainConfig:
     ``schedule="cosine"`` warms up linearly over the fraction ``warmup`` of the iterations and
     then follows a half cosine down to zero, which converges in far fewer iterations.
     ``optimizer`` is the study's ``"adam"`` or ``"adamw"`` (decoupled ``weight_decay``).
-    ``init`` is a checkpoint whose weights the network starts from (fine-tuning). At each of
+    Events that hold a delta-ray or Michel voxel are drawn ``rare_oversampling`` times as
+    often as the others. ``init`` is a checkpoint whose weights the network starts from
+    (fine-tuning). At each of
     ``probe_iterations`` the softmax scores of training event ``probe_event`` are saved to
     ``probe_<iteration>.npz``, to watch how the network learns one image.
     """
@@ -66,6 +68,7 @@ class TrainConfig:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     class_weights: bool = False
+    rare_oversampling: float = 1.0
     relabel: bool = False
     checkpoint_every: int = 500
     seed: int = 0
@@ -87,6 +90,8 @@ class TrainConfig:
             raise ConfigError(f"schedule={self.schedule!r}; choose one of {SCHEDULES}")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer={self.optimizer!r}; choose one of {OPTIMIZERS}")
+        if not 1.0 <= self.rare_oversampling < 1e3:
+            raise ConfigError(f"rare_oversampling={self.rare_oversampling} must be in [1, 1000)")
         if not 0.0 <= self.weight_decay < 1.0:
             raise ConfigError(f"weight_decay={self.weight_decay} must be in [0, 1)")
         if self.probe_iterations and self.probe_event is None:
@@ -218,8 +223,11 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
         log_path.write_text("")
         (out_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    weights = None
+    if cfg.rare_oversampling != 1.0:
+        weights = np.where(dataset.holds_rare_class(), cfg.rare_oversampling, 1.0)
     schedule = BatchSchedule(len(dataset), cfg.batch_size, cfg.seed, start, cfg.iterations, rank,
-                             world)
+                             world, weights)
     use_amp = cfg.amp  # bf16 autocast: the sparse convolutions run about 1.5x faster on CPU too
     probe = None
     if cfg.probe_event is not None:

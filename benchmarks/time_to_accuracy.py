@@ -1,5 +1,5 @@
 """Held-out accuracy after a few minutes of CPU training: the engine and recipe of a pinned
-commit beside today's, one table.
+commit beside today's (and today's engine with a warm-up + cosine AdamW recipe), one table.
 
 Each configuration trains [3D, 128 px, depth 5, 16 filters], batch 4, on the ci training set
 for the longest budget, with a checkpoint about every half minute; the checkpoint last saved
@@ -26,8 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = {
     "baseline": {"learning_rate": 0.002, "decay_from": 0.75, "amp": False},
-    "new": {"learning_rate": 0.01, "schedule": "cosine", "warmup": 0.05, "optimizer": "adamw",
-            "weight_decay": 1e-4},
+    "new": {"learning_rate": 0.002, "decay_from": 0.75},
+    "new, cosine": {"learning_rate": 0.003, "schedule": "cosine", "warmup": 0.05,
+                    "optimizer": "adamw", "weight_decay": 1e-4},
 }
 CHILD = """
 import json, sys, time
@@ -82,33 +83,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=float, nargs="+", default=[2, 5, 10, 20],
                         metavar="MINUTES")
+    parser.add_argument("--configs", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--baseline-commit", default="648ca26")
     parser.add_argument("--data", default=str(ROOT / "data" / "sim3d_128px_seed5_n2000.h5"))
     parser.add_argument("--test", default=str(ROOT / "data" / "sim3d_128px_seed6_n100.h5"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        roots = {"baseline": hybrid_package(tmp / "baseline", args.baseline_commit),
-                 "new": ROOT}
+        baseline = hybrid_package(tmp / "baseline", args.baseline_commit)
+        roots = {name: baseline if name == "baseline" else ROOT for name in args.configs}
         table = {}
         for name, root in roots.items():
             spec = {"data": args.data, "test": args.test, "budgets": args.budgets,
-                    "recipe": RECIPES[name], "out": str(tmp / f"out_{name}")}
+                    "recipe": RECIPES[name], "out": str(tmp / f"out_{name.replace(' ', '')}")}
             table[name] = run(root, spec)
             print(f"{name}: {table[name]['step_s']:.3f} s per step", flush=True)
     print(f"\n[3D, 128 px, 5-16], batch 4; held-out nonzero accuracy (± standard error over "
           f"events); engine and recipe of {args.baseline_commit} ('baseline') and today's")
-    print(f"{'minutes':>8} {'config':>9} {'iteration':>10} {'accuracy':>16} "
+    print(f"{'minutes':>8} {'config':>12} {'iteration':>10} {'accuracy':>16} "
           f"{'HIP':>6} {'MIP':>6} {'shower':>6} {'delta':>6} {'Michel':>6}")
     for i, budget in enumerate(args.budgets):
         for name in roots:
             row = table[name]["rows"][i]
             if not row["iteration"]:
-                print(f"{budget:>8g} {name:>9} {'no checkpoint yet':>10}")
+                print(f"{budget:>8g} {name:>12} {'no checkpoint yet':>10}")
                 continue
             classes = " ".join(f"{c:>6.1%}" if c is not None else f"{'—':>6}"
                                for c in row["classwise"])
-            print(f"{budget:>8g} {name:>9} {row['iteration']:>10} "
+            print(f"{budget:>8g} {name:>12} {row['iteration']:>10} "
                   f"{row['accuracy']:>9.2%} ± {row['sem']:.2%} {classes}")
 
 

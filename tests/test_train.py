@@ -12,6 +12,7 @@ import torch.multiprocessing as tmp
 from analysis_lib.batching import BatchSchedule, EventDataset, collate
 from analysis_lib.cli import main
 from analysis_lib.data import open_dataset
+from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import ConfigError
 from analysis_lib.train import TrainConfig, event_loss, read_log, shower_softmax_std, train
 
@@ -194,3 +195,24 @@ def test_adamw_applies_decoupled_weight_decay():
     cfg = TrainConfig(data="x", optimizer="adamw", weight_decay=0.1)
     opt = cfg.make_optimizer([torch.nn.Parameter(torch.ones(2))])
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["weight_decay"] == 0.1
+
+
+def test_weighted_schedule_draws_in_proportion_and_resumes_alike():
+    weights = np.array([1.0] * 9 + [0.0])  # event 9 is never drawn
+    weights[0] = 10.0  # event 0 about ten times as often as each other
+    schedule = BatchSchedule(10, 2, seed=1, start=0, stop=2000, weights=weights)
+    drawn = np.bincount(np.concatenate([schedule.indices(i) for i in range(2000)]),
+                        minlength=10)
+    assert drawn[9] == 0
+    assert 8 < drawn[0] / drawn[1:9].mean() < 12
+    resumed = BatchSchedule(10, 2, seed=1, start=7, stop=9, weights=weights)
+    assert list(resumed) == [schedule.indices(7), schedule.indices(8)]
+    with pytest.raises(ConfigError, match="weights"):
+        BatchSchedule(10, 2, seed=1, start=0, stop=1, weights=np.zeros(10))
+
+
+def test_rare_class_events_are_found_after_relabeling(tiny_sample):
+    dataset = EventDataset(str(tiny_sample), transform=relabel)
+    rare = dataset.holds_rare_class()
+    expected = [bool(np.isin(dataset[i].label, (3, 4)).any()) for i in range(len(dataset))]
+    assert rare.tolist() == expected
