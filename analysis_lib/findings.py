@@ -191,6 +191,8 @@ def _time_to_accuracy(r: Results) -> list[Part]:
     if not curves:
         return _missing("sparse vs dense")
     sparse, dense = curves["sparse"], curves["dense"]
+    if not sparse["accuracy"] or not dense["accuracy"]:
+        return [Part(None, "the training curves are shorter than their smoothing window")]
     target = dense["accuracy"][-1]
     reached = np.flatnonzero(np.asarray(sparse["accuracy"]) >= target)
     t_sparse = sparse["wall_s"][reached[0]] if len(reached) else math.inf

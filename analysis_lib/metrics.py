@@ -82,8 +82,11 @@ class SampleMetrics:
 
 def running_mean(values: np.ndarray, window: int) -> np.ndarray:
     """Mean over the last ``window`` finite values at each point from ``window - 1`` on
-    (NaN entries, e.g. iterations that predicted no shower, are skipped; NaN if all are)."""
+    (NaN entries, e.g. iterations that predicted no shower, are skipped; NaN if all are);
+    empty when there are fewer than ``window`` values."""
     values = np.asarray(values, dtype=float)
+    if len(values) < window:
+        return np.zeros(0)
     valid = np.isfinite(values)
     kernel = np.ones(window)
     total = np.convolve(np.where(valid, values, 0.0), kernel, "valid")

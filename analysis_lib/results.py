@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from analysis_lib.errors import DataError
 
@@ -22,10 +23,13 @@ def folder() -> Path:
 
 
 def _plain(value: object) -> object:
-    """JSON-ready copy: numpy scalars and arrays to Python, NaN to None, keys to strings."""
+    """JSON-ready copy: numpy scalars, arrays and pandas series to Python, NaN to None, keys
+    to strings."""
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
+    if isinstance(value, np.ndarray | pd.Series):
+        value = value.tolist()
+    if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()

@@ -4,6 +4,7 @@ where its numbers say so."""
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis_lib import findings, results
@@ -153,9 +154,10 @@ def test_markdown_table_counts_verdicts():
 
 def test_results_round_trip_with_numpy_and_nan(tmp_path):
     results.record("chapter", where=tmp_path, value=np.float32(0.5), array=np.arange(3),
-                   missing=float("nan"), keyed={4: 1})
+                   missing=float("nan"), keyed={4: 1}, series=pd.Series([1.5, np.nan]))
     assert results.load_all(tmp_path) == {"chapter": {"value": 0.5, "array": [0, 1, 2],
-                                                      "missing": None, "keyed": {"4": 1}}}
+                                                      "missing": None, "keyed": {"4": 1},
+                                                      "series": [1.5, None]}}
 
 
 def test_readme_section_is_replaced_between_markers(tmp_path):

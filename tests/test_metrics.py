@@ -57,6 +57,7 @@ def test_running_mean_skips_nan():
     got = running_mean(np.array([1.0, np.nan, 3.0, 5.0]), 2)
     np.testing.assert_allclose(got, [1.0, 3.0, 4.0])
     assert np.isnan(running_mean(np.array([np.nan, np.nan]), 2)[0])
+    assert running_mean(np.ones(3), 5).shape == (0,)
 
 
 def test_boundary_distance_and_near_far_counts():
