@@ -3,6 +3,7 @@ configuration, the sha256 of its data file and the source of the code that train
 notebooks reuse a trained model and any change of config, data or code trains a new one."""
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -22,9 +23,11 @@ ARTIFACTS = ROOT / "artifacts"
 _CODE = ("models", "sparse", "train.py", "batching.py", "data/relabel.py")
 
 
+@functools.cache
 def code_version(entries: tuple[str, ...] = _CODE) -> str:
     """sha256 (16 hex digits) of the source files that training depends on (or of
-    ``entries``, paths relative to the package; ``(".",)`` is the whole package)."""
+    ``entries``, paths relative to the package; ``(".",)`` is the whole package); read once
+    per process, as the source does not change under a session."""
     digest = hashlib.sha256()
     package = Path(__file__).resolve().parent
     for entry in entries:

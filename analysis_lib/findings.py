@@ -64,9 +64,9 @@ class Estimate:
     def __sub__(self, other: "Estimate") -> "Estimate":
         return Estimate(self.value - other.value, math.hypot(self.se, other.se))
 
-    def exceeds(self, other: "Estimate", paired: "Estimate | None" = None) -> bool:
+    def exceeds(self, other: "Estimate") -> bool:
         """Larger than ``other`` by more than the standard error of the difference."""
-        diff = paired if paired is not None else self - other
+        diff = self - other
         return diff.value > diff.se
 
     def __str__(self) -> str:
