@@ -6,15 +6,18 @@ import dataclasses
 import functools
 import hashlib
 import json
+import multiprocessing
+import multiprocessing.connection
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from analysis_lib.errors import ConfigError
+from analysis_lib.errors import AnalysisError, ConfigError
 from analysis_lib.train import TrainConfig, evaluate, latest_checkpoint, read_log, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,3 +144,78 @@ def profile_runs(specs: dict[str, dict], data_path: Callable[[str], Path],
     for name in specs:
         resolve(name, ())
     return runs
+
+
+def _train_in_worker(experiment: Experiment, threads: int) -> None:
+    """Train one run in a worker process with ``threads`` torch threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    experiment.run(progress=False)
+
+
+def _chain_cost(experiment: Experiment, children: Mapping[str, list[Experiment]]) -> float:
+    """Work of a run and of the longest chain of runs fine-tuned from it, in events × filters
+    (a proxy that orders runs, not a time)."""
+    own = experiment.config.iterations * experiment.config.batch_size * experiment.config.filters
+    below = [_chain_cost(c, children) for c in children.get(experiment.key, [])]
+    return own + max(below, default=0.0)
+
+
+def train_all(experiments: Mapping[str, Experiment], workers: int,
+              report: Callable[[str], None] = print) -> None:
+    """Train every incomplete run of ``experiments`` (name -> run), ``workers`` at a time.
+
+    Each worker is a fresh process with an equal share of the CPU cores as torch threads: on
+    the CPU two one-thread trainings side by side do 1.5-1.6x the steps per second of one
+    two-thread training (much of the engine's per-layer work is serial). A fine-tuning run
+    starts once its parent is done; among ready runs, the longest chain goes first. A run
+    that fails stops the others and is named; completed runs stay cached and an interrupted
+    one resumes from its last checkpoint next time.
+    """
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    names: dict[str, str] = {}
+    pending: dict[str, Experiment] = {}
+    for name, experiment in experiments.items():
+        run: Experiment | None = experiment
+        while run is not None:
+            names.setdefault(run.key, name)
+            if not run.checkpoint.exists():
+                pending[run.key] = run
+            run = run.parent
+    children: dict[str, list[Experiment]] = {}
+    for run in pending.values():
+        if run.parent is not None:
+            children.setdefault(run.parent.key, []).append(run)
+    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    context = multiprocessing.get_context("spawn")
+    running: dict[int, tuple[multiprocessing.process.BaseProcess, Experiment, float]] = {}
+    total, started = len(pending), 0
+    try:
+        while pending or running:
+            waiting = set(pending) | {run.key for _, run, _ in running.values()}
+            ready = [run for run in pending.values()
+                     if run.parent is None or run.parent.key not in waiting]
+            ready.sort(key=lambda run: _chain_cost(run, children), reverse=True)
+            for run in ready[: workers - len(running)]:
+                del pending[run.key]
+                started += 1
+                report(f"[train] {names[run.key]}: started ({started} of {total}; {workers} "
+                       f"at a time, {threads} thread(s) each)")
+                process = context.Process(target=_train_in_worker, args=(run, threads),
+                                          name=f"train {names[run.key]}")
+                process.start()
+                running[process.sentinel] = (process, run, time.perf_counter())
+            for sentinel in multiprocessing.connection.wait(list(running)):
+                process, run, start = running.pop(sentinel)
+                process.join()
+                if process.exitcode != 0:
+                    raise AnalysisError(f"training {names[run.key]} ({run.folder}) failed "
+                                        f"with exit code {process.exitcode}; its error is "
+                                        f"printed above")
+                report(f"[train] {names[run.key]}: done in {time.perf_counter() - start:.0f} s")
+    finally:
+        for process, _, _ in running.values():
+            process.terminate()
+            process.join()

@@ -1,5 +1,6 @@
-"""Rebuild the book: make the profile's data, execute every notebook with the profile's
-parameters (jupytext → papermill), then build the Jupyter Book.
+"""Rebuild the book: make the profile's data, train its runs (several side by side where the
+profile asks), execute every notebook with the profile's parameters (jupytext → papermill),
+then build the Jupyter Book.
 
 The notebooks' sources are MyST text notebooks in ``book/notebooks``; the executed copies go to
 ``book/executed`` (git-ignored), which is what the book renders.
@@ -19,6 +20,7 @@ import yaml
 
 from analysis_lib.data.manifest import SimulatedSet, load_manifest, make_missing
 from analysis_lib.errors import ConfigError, DataError
+from analysis_lib.experiments import profile_runs, train_all
 from analysis_lib.sim.config import GENERATOR_VERSION
 from analysis_lib.sim.simulate import simulate
 
@@ -106,6 +108,30 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
             raise SystemExit(f"[reproduce] notebook {source.relative_to(ROOT)} failed in cell "
                              f"{err.exec_count}: {err.ename}: {err.evalue}") from None
         print(f"[reproduce] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def train_runs(profile: Profile) -> None:
+    """Train the profile's runs before its chapters, ``shared.training.workers`` at a time
+    (see :func:`~analysis_lib.experiments.train_all`); the chapters then find them cached.
+
+    Runs listed in ``shared.training.alone`` are left to their chapter, which trains them
+    alone on the machine: those whose logged wall time the book reports. Without
+    ``workers`` above 1 every chapter trains its runs when it first needs them.
+    """
+    settings = profile.shared.get("training") or {}
+    workers, alone = settings.get("workers", 1), settings.get("alone", [])
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"shared.training.workers must be a positive int, got {workers!r}")
+    if workers == 1:
+        return
+    manifest_path = ROOT / profile.shared.get("manifest", "data_manifest.yaml")
+    runs = profile_runs(profile.shared.get("runs") or {}, load_manifest(manifest_path).path_of)
+    unknown = sorted(set(alone) - set(runs))
+    if unknown:
+        raise ConfigError(f"shared.training.alone names unknown run(s) {unknown}")
+    start = time.perf_counter()
+    train_all({name: run for name, run in runs.items() if name not in alone}, workers)
+    print(f"[reproduce] training: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def build_book(book: Path = BOOK) -> None:
@@ -205,6 +231,8 @@ def reproduce(profile_name: str, only: list[str] | None = None, skip_build: bool
     profile = load_profile(profile_name)
     start = time.perf_counter()
     make_data(profile_name, ROOT / profile.shared.get("manifest", "data_manifest.yaml"))
+    if only is None:
+        train_runs(profile)
     execute_notebooks(profile, only=only)
     if not skip_build:
         build_book()

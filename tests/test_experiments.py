@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from analysis_lib.batching import first_events
-from analysis_lib.errors import ConfigError
-from analysis_lib.experiments import Experiment, code_version, profile_runs
+from analysis_lib.errors import AnalysisError, ConfigError
+from analysis_lib.experiments import Experiment, code_version, profile_runs, train_all
 from analysis_lib.profile import ModelSpec, measure
 from analysis_lib.train import TrainConfig
 
@@ -66,3 +66,34 @@ def test_profile_runs_share_and_fine_tune(tiny_sample, tmp_path):
 def test_profile_runs_reject_bad_specs(specs, message, tiny_sample):
     with pytest.raises(ConfigError, match=message):
         profile_runs(specs, lambda name: tiny_sample)
+
+
+def test_train_all_trains_parents_first_side_by_side(tiny_sample, tmp_path):
+    common = {"data": "tiny", "depth": 3, "filters": 4, "batch_size": 2, "iterations": 2}
+    specs = {"base": common, "tuned": {**common, "init": "base", "relabel": True},
+             "other": {**common, "filters": 8}, "same": dict(common)}
+    runs = profile_runs(specs, lambda name: tiny_sample, root=tmp_path)
+    lines: list[str] = []
+    train_all(runs, workers=2, report=lines.append)
+    assert all(run.checkpoint.exists() for run in runs.values())
+    events = [tuple(line.removeprefix("[train] ").split(":")[:1]) + (line.split()[2],)
+              for line in lines]
+    # "same" is "base" (one key): three runs, each started and done once
+    assert sorted(events) == sorted((name, what) for name in ("base", "tuned", "other")
+                                    for what in ("started", "done"))
+    assert events.index(("tuned", "started")) > events.index(("base", "done"))
+    assert events[:2] == [("base", "started"), ("other", "started")]  # longest chain first
+    stamps = {name: run.checkpoint.stat().st_mtime_ns for name, run in runs.items()}
+    lines.clear()
+    train_all(runs, workers=2, report=lines.append)  # all cached: nothing to do
+    assert lines == [] and stamps == {n: r.checkpoint.stat().st_mtime_ns for n, r in runs.items()}
+
+
+def test_train_all_names_the_failing_run(tmp_path):
+    corrupt = tmp_path / "corrupt.h5"
+    corrupt.write_bytes(b"not an HDF5 file")
+    broken = Experiment(TrainConfig(data=str(corrupt), iterations=2), root=tmp_path)
+    with pytest.raises(AnalysisError, match="training broken .* failed with exit code"):
+        train_all({"broken": broken}, workers=2, report=lambda line: None)
+    with pytest.raises(ConfigError, match="workers must be at least 1"):
+        train_all({}, workers=0)

@@ -1,6 +1,7 @@
 """Project structure: layering of the packages, pins in sync, profiles match the notebooks."""
 
 import ast
+import dataclasses
 import re
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from analysis_lib.reproduce import (
     load_profile,
     notebook_order,
     print_plan,
+    train_runs,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,3 +101,23 @@ def test_findings_page_comes_first_in_the_book_and_runs_last():
     assert notebook_order()[0] == "findings"
     order = execution_order()
     assert order[-1] == "findings" and sorted(order) == sorted(notebook_order())
+
+
+@pytest.mark.parametrize(
+    ("training", "message"),
+    [({"workers": 0}, "workers must be a positive int"),
+     ({"workers": "2"}, "workers must be a positive int"),
+     ({"workers": 2, "alone": ["nope"]}, r"unknown run\(s\) \['nope'\]")],
+)
+def test_bad_training_settings_are_config_errors(training, message):
+    profile = load_profile("ci")
+    shared = {**profile.shared, "training": training}
+    with pytest.raises(ConfigError, match=message):
+        train_runs(dataclasses.replace(profile, shared=shared))
+
+
+def test_ci_profile_trains_side_by_side_except_the_timed_runs():
+    training = load_profile("ci").shared["training"]
+    assert training["workers"] == 2
+    assert set(training["alone"]) == set(load_profile("ci").notebooks["sparse_vs_dense"]
+                                         ["curve_runs"].values())
