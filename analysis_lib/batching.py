@@ -1,6 +1,9 @@
 """Events → torch batches: a map-style dataset over a larcv3 file, a deterministic batch
 sampler that a resumed or distributed run can reproduce, and the collate function."""
 
+import dataclasses
+import itertools
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -42,9 +45,35 @@ class Batch:
                      self.spatial_size, self.n_events)
 
 
+def grid_symmetries(dim: int) -> int:
+    """Number of symmetries of a square (D = 2: 8) or cubic (D = 3: 48) voxel grid."""
+    return math.factorial(dim) * 2**dim
+
+
+def apply_symmetry(coords: np.ndarray, code: int, size: int) -> np.ndarray:
+    """Voxel indices ``coords`` (N, D) under symmetry ``code`` of a grid of ``size`` voxels a
+    side: the axes permuted by permutation ``code >> D`` (in ``itertools.permutations``
+    order), then axis ``d`` mirrored where bit ``d`` of ``code`` is set. Code 0 is the
+    identity; every code maps the grid onto itself and keeps the distances between voxels.
+    """
+    dim = coords.shape[1]
+    if not 0 <= code < grid_symmetries(dim):
+        raise ConfigError(f"symmetry code {code} is not in [0, {grid_symmetries(dim)})")
+    permutation = list(itertools.permutations(range(dim)))[code >> dim]
+    out = coords[:, permutation].copy()
+    for axis in range(dim):
+        if code >> axis & 1:
+            out[:, axis] = size - 1 - out[:, axis]
+    return out
+
+
 class EventDataset(torch.utils.data.Dataset):
     """Labelled events of one larcv3 file, optionally relabeled; each worker process reopens
-    the file lazily (the underlying dataset pickles without its handle)."""
+    the file lazily (the underlying dataset pickles without its handle).
+
+    An item is an event index, or ``(index, code)``: the event turned by grid symmetry
+    ``code`` (:func:`apply_symmetry`), as an augmenting :class:`BatchSchedule` draws them.
+    """
 
     def __init__(self, path: str, dim: int = 3, projection: int = 0,
                  transform: LabelTransform | None = None) -> None:
@@ -55,12 +84,16 @@ class EventDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._events)
 
-    def __getitem__(self, index: int) -> Event:
+    def __getitem__(self, item: int | tuple[int, int]) -> Event:
+        index, code = item if isinstance(item, tuple) else (item, 0)
         event = self._events[index]
         if event.label is None:
             raise ConfigError(f"{self.path}: event {index} has no labels; training needs them")
         if self.transform is not None:
             event.label = self.transform(event.label, event.prim_ion)
+        if code:
+            event = dataclasses.replace(
+                event, coords=apply_symmetry(event.coords, code, self.spatial_size))
         return event
 
     def holds_rare_class(self) -> np.ndarray:
@@ -104,10 +137,14 @@ class BatchSchedule(torch.utils.data.Sampler):
 
     With ``weights`` (one per event), each epoch draws its ``n_events`` events with
     replacement in proportion to them instead of permuting them, still from ``(seed, e)``.
+    With ``symmetries`` above 1, each draw is ``(index, code)`` with a grid-symmetry code in
+    ``[0, symmetries)`` drawn per place of the epoch's order (so also a pure function of
+    ``(seed, e)``).
     """
 
     def __init__(self, n_events: int, batch_size: int, seed: int, start: int, stop: int,
-                 rank: int = 0, world_size: int = 1, weights: np.ndarray | None = None) -> None:
+                 rank: int = 0, world_size: int = 1, weights: np.ndarray | None = None,
+                 symmetries: int = 1) -> None:
         global_batch = batch_size * world_size
         if n_events < global_batch:
             raise ConfigError(f"the data set has {n_events} events, fewer than one global "
@@ -115,6 +152,7 @@ class BatchSchedule(torch.utils.data.Sampler):
         self.n_events, self.batch_size, self.seed = n_events, batch_size, seed
         self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
         self.per_epoch = n_events // global_batch
+        self.symmetries = symmetries
         self.p = None
         if weights is not None:
             weights = np.asarray(weights, dtype=float)
@@ -125,16 +163,21 @@ class BatchSchedule(torch.utils.data.Sampler):
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
 
-    def indices(self, iteration: int) -> list[int]:
-        """This rank's event indices at ``iteration``."""
+    def indices(self, iteration: int) -> list[int] | list[tuple[int, int]]:
+        """This rank's event indices at ``iteration`` (with symmetry codes, if drawn)."""
         epoch, step = divmod(iteration, self.per_epoch)
         rng = np.random.default_rng([self.seed, epoch])
         order = (rng.permutation(self.n_events) if self.p is None
                  else rng.choice(self.n_events, self.n_events, p=self.p))
         first = (step * self.world_size + self.rank) * self.batch_size
-        return order[first:first + self.batch_size].tolist()
+        chosen = order[first:first + self.batch_size].tolist()
+        if self.symmetries == 1:
+            return chosen
+        codes = np.random.default_rng([self.seed, epoch, 1]).integers(self.symmetries,
+                                                                      size=self.n_events)
+        return list(zip(chosen, codes[first:first + self.batch_size].tolist(), strict=True))
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[int] | list[tuple[int, int]]]:
         for iteration in range(self.start, self.stop):
             yield self.indices(iteration)
 

@@ -92,7 +92,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
                       checkpoint_every=args.checkpoint_every, seed=args.seed,
                       init=args.init, decay_from=args.decay_from, schedule=args.schedule,
                       warmup=args.warmup, optimizer=args.optimizer,
-                      weight_decay=args.weight_decay, rare_oversampling=args.rare_oversampling)
+                      weight_decay=args.weight_decay, rare_oversampling=args.rare_oversampling,
+                      augment=args.augment)
     print(train(cfg, args.out, resume=args.resume, workers=args.workers))
 
 
@@ -185,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="store_true", help="per-event class weights")
     p.add_argument("--rare-oversampling", type=float, default=1.0, metavar="FACTOR",
                    help="draw events holding a delta-ray or Michel voxel this many times as often")
+    p.add_argument("--augment", action="store_true",
+                   help="turn each drawn event by a random symmetry of the voxel grid")
     p.add_argument("--relabel", action="store_true", help="train on relabeled Michel/delta")
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights")
     p.add_argument("--checkpoint-every", type=int, default=500)

@@ -22,7 +22,14 @@ from torch import Tensor
 from torch.nn import functional
 from tqdm import tqdm
 
-from analysis_lib.batching import Batch, BatchSchedule, EventDataset, collate, loader
+from analysis_lib.batching import (
+    Batch,
+    BatchSchedule,
+    EventDataset,
+    collate,
+    grid_symmetries,
+    loader,
+)
 from analysis_lib.data import open_dataset
 from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import ConfigError
@@ -45,7 +52,10 @@ class TrainConfig:
     then follows a half cosine down to zero.
     ``optimizer`` is the study's ``"adam"`` or ``"adamw"`` (decoupled ``weight_decay``).
     Events that hold a delta-ray or Michel voxel are drawn ``rare_oversampling`` times as
-    often as the others. ``init`` is a checkpoint whose weights the network starts from
+    often as the others. With ``augment`` every drawn event is turned by a random symmetry
+    of the voxel grid (axis permutations and mirrorings: 48 in 3D, 8 in 2D), exact
+    symmetries of an isotropic sample, so a run that passes over its events many times sees
+    them in new orientations. ``init`` is a checkpoint whose weights the network starts from
     (fine-tuning). At each of ``probe_iterations`` the softmax scores of training event
     ``probe_event`` are saved to ``probe_<iteration>.npz``, to watch how the network learns
     one image.
@@ -69,6 +79,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     class_weights: bool = False
     rare_oversampling: float = 1.0
+    augment: bool = False
     relabel: bool = False
     checkpoint_every: int = 500
     seed: int = 0
@@ -226,8 +237,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
     weights = None
     if cfg.rare_oversampling != 1.0:
         weights = np.where(dataset.holds_rare_class(), cfg.rare_oversampling, 1.0)
+    symmetries = grid_symmetries(cfg.dim) if cfg.augment else 1
     schedule = BatchSchedule(len(dataset), cfg.batch_size, cfg.seed, start, cfg.iterations, rank,
-                             world, weights)
+                             world, weights, symmetries)
     use_amp = cfg.amp  # bf16 autocast, on the CPU too: a 128 px step 1.2x faster than fp32
     probe = None
     if cfg.probe_event is not None:

@@ -9,7 +9,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp
 
-from analysis_lib.batching import BatchSchedule, EventDataset, collate
+from analysis_lib.batching import (
+    BatchSchedule,
+    EventDataset,
+    apply_symmetry,
+    collate,
+    grid_symmetries,
+)
 from analysis_lib.cli import main
 from analysis_lib.data import open_dataset
 from analysis_lib.data.relabel import relabel
@@ -51,8 +57,10 @@ def test_schedule_refuses_a_batch_larger_than_the_data():
         BatchSchedule(3, 4, seed=0, start=0, stop=1)
 
 
-def test_resumed_run_equals_uninterrupted_run(tiny_sample, tmp_path):
-    common = dict(data=str(tiny_sample), depth=3, filters=4, batch_size=2, seed=1)
+@pytest.mark.parametrize("augment", [False, True])
+def test_resumed_run_equals_uninterrupted_run(tiny_sample, tmp_path, augment):
+    common = dict(data=str(tiny_sample), depth=3, filters=4, batch_size=2, seed=1,
+                  augment=augment)
     straight = TrainConfig(iterations=6, checkpoint_every=6, **common)
     train(straight, tmp_path / "straight", progress=False)
     first = TrainConfig(iterations=6, checkpoint_every=3, **common)
@@ -216,3 +224,44 @@ def test_rare_class_events_are_found_after_relabeling(tiny_sample):
     rare = dataset.holds_rare_class()
     expected = [bool(np.isin(dataset[i].label, (3, 4)).any()) for i in range(len(dataset))]
     assert rare.tolist() == expected
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_grid_symmetries_are_distinct_distance_keeping_maps_of_the_grid(dim):
+    size = 7
+    coords = np.random.default_rng(0).integers(0, size, (30, dim))
+    images = [apply_symmetry(coords, code, size) for code in range(grid_symmetries(dim))]
+    assert len(images) == {2: 8, 3: 48}[dim]
+    np.testing.assert_array_equal(images[0], coords)
+    assert len({im.tobytes() for im in images}) == len(images)
+    distances = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    for im in images:
+        assert im.min() >= 0 and im.max() < size
+        np.testing.assert_allclose(np.linalg.norm(im[:, None] - im[None], axis=-1), distances)
+    with pytest.raises(ConfigError, match="symmetry code 48"):
+        apply_symmetry(coords, 48, size)
+
+
+def test_augmenting_schedule_draws_codes_per_place_and_splits_like_the_plain_one():
+    plain = BatchSchedule(20, 4, seed=3, start=0, stop=12)
+    single = BatchSchedule(20, 4, seed=3, start=0, stop=12, symmetries=48)
+    ranks = [BatchSchedule(20, 2, seed=3, start=0, stop=12, rank=r, world_size=2,
+                           symmetries=48) for r in range(2)]
+    codes = []
+    for iteration in range(12):
+        drawn = single.indices(iteration)
+        assert [index for index, _ in drawn] == plain.indices(iteration)
+        assert ranks[0].indices(iteration) + ranks[1].indices(iteration) == drawn
+        codes += [code for _, code in drawn]
+    assert min(codes) >= 0 and max(codes) < 48 and len(set(codes)) > 20
+    resumed = BatchSchedule(20, 4, seed=3, start=7, stop=9, symmetries=48)
+    assert list(resumed) == [single.indices(7), single.indices(8)]
+
+
+def test_dataset_turns_an_event_by_the_drawn_symmetry(tiny_sample):
+    dataset = EventDataset(str(tiny_sample))
+    event, turned = dataset[0], dataset[(0, 13)]
+    np.testing.assert_array_equal(turned.coords,
+                                  apply_symmetry(event.coords, 13, dataset.spatial_size))
+    np.testing.assert_array_equal(turned.label, event.label)
+    np.testing.assert_array_equal(turned.energy, event.energy)
