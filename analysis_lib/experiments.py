@@ -175,12 +175,12 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
     """
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
-    names: dict[str, str] = {}
+    names = {experiment.key: name for name, experiment in reversed(experiments.items())}
     pending: dict[str, Experiment] = {}
     for name, experiment in experiments.items():
         run: Experiment | None = experiment
         while run is not None:
-            names.setdefault(run.key, name)
+            names.setdefault(run.key, f"{name}'s parent")
             if not run.checkpoint.exists():
                 pending[run.key] = run
             run = run.parent

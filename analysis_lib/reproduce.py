@@ -124,11 +124,12 @@ def train_runs(profile: Profile) -> None:
         raise ConfigError(f"shared.training.workers must be a positive int, got {workers!r}")
     if workers == 1:
         return
-    manifest_path = ROOT / profile.shared.get("manifest", "data_manifest.yaml")
-    runs = profile_runs(profile.shared.get("runs") or {}, load_manifest(manifest_path).path_of)
-    unknown = sorted(set(alone) - set(runs))
+    specs = profile.shared.get("runs") or {}
+    unknown = sorted(set(alone) - set(specs))
     if unknown:
         raise ConfigError(f"shared.training.alone names unknown run(s) {unknown}")
+    manifest_path = ROOT / profile.shared.get("manifest", "data_manifest.yaml")
+    runs = profile_runs(specs, load_manifest(manifest_path).path_of)
     start = time.perf_counter()
     train_all({name: run for name, run in runs.items() if name not in alone}, workers)
     print(f"[reproduce] training: done in {time.perf_counter() - start:.0f} s", flush=True)
