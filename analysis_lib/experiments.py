@@ -167,8 +167,9 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
     """Train every incomplete run of ``experiments`` (name -> run), ``workers`` at a time.
 
     Each worker is a fresh process with an equal share of the CPU cores as torch threads: on
-    the CPU two one-thread trainings side by side do 1.5-1.6x the steps per second of one
-    two-thread training (much of the engine's per-layer work is serial). A fine-tuning run
+    2 cores two one-thread trainings side by side do 1.5-1.7x the steps per second of one
+    two-thread training (much of the engine's per-layer work is serial;
+    ``benchmarks/train_workers.py``). A fine-tuning run
     starts once its parent is done; among ready runs, the longest chain goes first. A run
     that fails stops the others and is named; completed runs stay cached and an interrupted
     one resumes from its last checkpoint next time.
@@ -188,6 +189,7 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
     for run in pending.values():
         if run.parent is not None:
             children.setdefault(run.parent.key, []).append(run)
+    cost = {key: _chain_cost(run, children) for key, run in pending.items()}
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
     context = multiprocessing.get_context("spawn")
     running: dict[int, tuple[multiprocessing.process.BaseProcess, Experiment, float]] = {}
@@ -197,7 +199,7 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
             waiting = set(pending) | {run.key for _, run, _ in running.values()}
             ready = [run for run in pending.values()
                      if run.parent is None or run.parent.key not in waiting]
-            ready.sort(key=lambda run: _chain_cost(run, children), reverse=True)
+            ready.sort(key=lambda run: cost[run.key], reverse=True)
             for run in ready[: workers - len(running)]:
                 del pending[run.key]
                 started += 1

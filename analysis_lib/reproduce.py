@@ -37,6 +37,11 @@ class Profile:
     shared: dict
     notebooks: dict[str, dict]
 
+    @property
+    def manifest_path(self) -> Path:
+        """The data manifest the profile names (``shared.manifest``), from the repository."""
+        return ROOT / self.shared.get("manifest", "data_manifest.yaml")
+
 
 def load_profile(name: str, book: Path = BOOK) -> Profile:
     """Read ``book/params/<name>.yaml``; an unknown profile or notebook is a ConfigError."""
@@ -128,8 +133,7 @@ def train_runs(profile: Profile) -> None:
     unknown = sorted(set(alone) - set(specs))
     if unknown:
         raise ConfigError(f"shared.training.alone names unknown run(s) {unknown}")
-    manifest_path = ROOT / profile.shared.get("manifest", "data_manifest.yaml")
-    runs = profile_runs(specs, load_manifest(manifest_path).path_of)
+    runs = profile_runs(specs, load_manifest(profile.manifest_path).path_of)
     start = time.perf_counter()
     train_all({name: run for name, run in runs.items() if name not in alone}, workers)
     print(f"[reproduce] training: done in {time.perf_counter() - start:.0f} s", flush=True)
@@ -211,7 +215,7 @@ def plan_runs(profile: Profile, manifest_path: Path) -> list[dict]:
 def print_plan(profile_name: str) -> list[dict]:
     """Print the runs a profile would train and their estimated GPU-hours."""
     profile = load_profile(profile_name)
-    plan = plan_runs(profile, ROOT / profile.shared.get("manifest", "data_manifest.yaml"))
+    plan = plan_runs(profile, profile.manifest_path)
     columns = list(plan[0]) if plan else []
     widths = {c: max(len(c), *(len(_cell(row[c])) for row in plan)) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
@@ -231,7 +235,7 @@ def reproduce(profile_name: str, only: list[str] | None = None, skip_build: bool
     """Make the data, execute the notebooks and build the book for one profile."""
     profile = load_profile(profile_name)
     start = time.perf_counter()
-    make_data(profile_name, ROOT / profile.shared.get("manifest", "data_manifest.yaml"))
+    make_data(profile_name, profile.manifest_path)
     if only is None:
         train_runs(profile)
     execute_notebooks(profile, only=only)
