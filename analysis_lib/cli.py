@@ -28,7 +28,8 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
     from analysis_lib.sim import simulate
 
     path = simulate(args.out, args.events, args.size, args.seed, dim=args.dim,
-                    workers=args.workers, **_physics_overrides(args.set))
+                    workers=args.workers, overwrite=args.overwrite,
+                    **_physics_overrides(args.set))
     print(path)
 
 
@@ -94,7 +95,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
                       warmup=args.warmup, optimizer=args.optimizer,
                       weight_decay=args.weight_decay, rare_oversampling=args.rare_oversampling,
                       augment=args.augment)
-    print(train(cfg, args.out, resume=args.resume, workers=args.workers))
+    print(train(cfg, args.out, resume=args.resume, workers=args.workers,
+                overwrite=args.overwrite))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -146,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="physics override, e.g. --set smear_sigma_mm=3.0 (repeatable)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("data", help="build or verify the data sets of data_manifest.yaml")
@@ -193,7 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="data-loading processes")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint (refused if the settings differ)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in a folder that holds another run's checkpoints")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="the study's metrics of a checkpoint on a sample")

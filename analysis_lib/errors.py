@@ -15,3 +15,11 @@ class ConfigError(AnalysisError, ValueError):
 
 class EngineError(AnalysisError, ValueError):
     """The sparse engine was given inconsistent tensors, coordinates or weights."""
+
+
+class StorageError(AnalysisError, OSError):
+    """A file cannot be written (disk full, read-only folder) or would replace another."""
+
+
+class TrainingError(AnalysisError, RuntimeError):
+    """A training cannot go on: it diverged, or its run folder holds another run."""

@@ -17,13 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis_lib.checkpoints import latest_checkpoint
 from analysis_lib.errors import AnalysisError, ConfigError
-from analysis_lib.train import TrainConfig, evaluate, latest_checkpoint, read_log, train
+from analysis_lib.files import file_sha256, write_text
+from analysis_lib.train import TrainConfig, evaluate, read_log, train
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
 #: The modules whose source decides what a training run computes.
-_CODE = ("models", "sparse", "train.py", "batching.py", "data/relabel.py")
+_CODE = ("models", "sparse", "train.py", "checkpoints.py", "batching.py", "data/relabel.py")
 
 
 @functools.cache
@@ -41,14 +43,6 @@ def code_version(entries: tuple[str, ...] = _CODE) -> str:
     return digest.hexdigest()[:16]
 
 
-def _file_digest(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class Experiment:
     """A training run and where its artifacts live; a fine-tuning run names its ``parent``,
@@ -63,11 +57,11 @@ class Experiment:
         """The run's hash: config (paths replaced by their files' sha256), code version;
         computed once per object (the files are not expected to change under a session)."""
         fields = dataclasses.asdict(self.config)
-        fields["data"] = _file_digest(self.config.data)
+        fields["data"] = file_sha256(self.config.data)
         if self.parent is not None:
             fields["init"] = self.parent.key
         elif self.config.init is not None:
-            fields["init"] = _file_digest(self.config.init)
+            fields["init"] = file_sha256(self.config.init)
         blob = json.dumps({"config": fields, "code": code_version()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -106,13 +100,13 @@ class Experiment:
     def evaluation(self, data: str | os.PathLike, relabeled: bool = False) -> dict:
         """Metrics of the trained model on ``data``, cached beside the checkpoint and keyed by
         the data and the whole package's source (a changed metric or reader re-evaluates)."""
-        tag = (f"{_file_digest(data)[:12]}{'_relabeled' if relabeled else ''}_"
+        tag = (f"{file_sha256(data)[:12]}{'_relabeled' if relabeled else ''}_"
                f"{code_version(('.',))[:8]}")
         cache = self.folder / f"eval_{tag}.json"
         if cache.exists():
             return json.loads(cache.read_text())
         result = evaluate(self.run(), data, relabeled=relabeled)
-        cache.write_text(json.dumps(result))
+        write_text(cache, json.dumps(result))
         return result
 
 

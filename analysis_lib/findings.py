@@ -18,6 +18,7 @@ from scipy import stats
 
 from analysis_lib import paper
 from analysis_lib.errors import DataError
+from analysis_lib.files import write_text
 from analysis_lib.labels import CLASS_NAMES, VoxelClass
 
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable"
@@ -449,4 +450,4 @@ def write_between_markers(path: str | Path, text: str) -> None:
     start, end = content.find(START_MARKER), content.find(END_MARKER)
     if start < 0 or end < start:
         raise DataError(f"{path}: no '{START_MARKER}' … '{END_MARKER}' section to update")
-    path.write_text(content[: start + len(START_MARKER)] + "\n" + text + "\n" + content[end:])
+    write_text(path, content[: start + len(START_MARKER)] + "\n" + text + "\n" + content[end:])

@@ -1,6 +1,5 @@
 """Figure styles of the book: event displays in the study's class colours, provenance stamps."""
 
-import hashlib
 import subprocess
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap, LogNorm
 
+from analysis_lib.files import file_sha256
 from analysis_lib.labels import CLASS_COLORS, CLASS_NAMES, NUM_CLASSES
 
 LABEL_CMAP = ListedColormap(CLASS_COLORS, name="voxel_classes")
@@ -38,21 +38,12 @@ def git_commit(repo: str | Path = ".") -> str:
     return rev + ("+dirty" if dirty else "")
 
 
-def file_sha256(path: str | Path, length: int = 12) -> str:
-    """Leading hex digits of a file's sha256, for provenance lines."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
-
-
 def provenance(profile: str, data: dict[str, str | Path] | None = None, config_hash: str = ""
                ) -> str:
     """One line naming the commit, profile, data hashes and config hash behind a result."""
     parts = [f"commit {git_commit()}", f"profile {profile}"]
     for name, path in (data or {}).items():
-        parts.append(f"{name} sha256 {file_sha256(path)}")
+        parts.append(f"{name} sha256 {file_sha256(path)[:12]}")
     if config_hash:
         parts.append(f"config {config_hash}")
     return " · ".join(parts)

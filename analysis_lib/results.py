@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from analysis_lib.errors import DataError
+from analysis_lib.files import write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Where the chapters' results go; ``ANALYSIS_LIB_RESULTS`` overrides it.
@@ -40,12 +41,8 @@ def _plain(value: object) -> object:
 
 def record(chapter: str, where: Path | None = None, **values: object) -> Path:
     """Write ``values`` as the results of ``chapter`` (replacing earlier ones, atomically)."""
-    target = (where or folder()) / f"{chapter}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_plain(values), indent=1))
-    tmp.replace(target)
-    return target
+    return write_text((where or folder()) / f"{chapter}.json",
+                      json.dumps(_plain(values), indent=1))
 
 
 def load_all(where: Path | None = None) -> dict[str, dict]:

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.nn import functional
 from tqdm import tqdm
 
+from analysis_lib import checkpoints
 from analysis_lib.batching import (
     Batch,
     BatchSchedule,
@@ -32,14 +33,19 @@ from analysis_lib.batching import (
 )
 from analysis_lib.data import open_dataset
 from analysis_lib.data.relabel import relabel
-from analysis_lib.errors import ConfigError
+from analysis_lib.errors import ConfigError, TrainingError
+from analysis_lib.files import file_sha256, write_text
 from analysis_lib.labels import VoxelClass
 from analysis_lib.metrics import SampleMetrics
 from analysis_lib.models import UResNet
 
-CHECKPOINT_PREFIX = "checkpoint_"
 SCHEDULES = ("step", "cosine")
 OPTIMIZERS = ("adam", "adamw")
+
+
+_INT_FIELDS = ("dim", "projection", "depth", "filters", "reps", "batch_size", "iterations",
+               "checkpoint_every", "seed")
+_FLOAT_FIELDS = ("learning_rate", "decay_from", "warmup", "weight_decay", "rare_oversampling")
 
 
 @dataclass(frozen=True)
@@ -89,11 +95,26 @@ class TrainConfig:
     probe_iterations: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "iterations", "checkpoint_every"):
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name}={value!r} must be a whole number")
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not math.isfinite(value):
+                raise ConfigError(f"{name}={value!r} must be a finite number")
+        for name in ("batch_size", "iterations", "checkpoint_every", "depth", "filters", "reps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning_rate={self.learning_rate} must be > 0")
+        if self.seed < 0:
+            raise ConfigError(f"seed={self.seed} must be >= 0")
+        if self.dim not in (2, 3) or self.projection not in (0, 1, 2):
+            raise ConfigError(f"dim={self.dim}, projection={self.projection}: dim is 2 or 3, "
+                              f"projection 0, 1 or 2")
+        if not 0 < self.learning_rate <= 1:
+            raise ConfigError(f"learning_rate={self.learning_rate} must be in (0, 1] (the "
+                              f"study's Adam used 1e-3)")
         for name in ("decay_from", "warmup"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be a fraction in [0, 1]")
@@ -171,24 +192,43 @@ def peak_memory_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _checkpoints(out_dir: Path) -> list[Path]:
-    return sorted(out_dir.glob(f"{CHECKPOINT_PREFIX}*.pt"),
-                  key=lambda p: int(p.stem.removeprefix(CHECKPOINT_PREFIX)))
+def _state(model, optimizer, iteration: int, wall: float, cfg: TrainConfig,
+           data_sha256: str) -> dict:
+    """A checkpoint's content; refused when a weight or statistic is not finite, so that the
+    last checkpoint written is always one to go back to."""
+    weights = model.state_dict()
+    bad = [name for name, t in weights.items() if t.is_floating_point() and
+           not torch.isfinite(t).all()]
+    if bad:
+        raise TrainingError(f"training diverged before iteration {iteration}: {bad[0]} is not "
+                            f"finite; nothing was saved")
+    return {"model": weights, "optimizer": optimizer.state_dict(), "iteration": iteration,
+            "wall_time_s": wall, "config": dataclasses.asdict(cfg),
+            "data_sha256": data_sha256, "torch_rng": torch.get_rng_state()}
 
 
-def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint of the highest iteration in ``out_dir``, if any."""
-    found = _checkpoints(Path(out_dir))
-    return found[-1] if found else None
+def _diverged(what: str, iteration: int, out_dir: Path) -> TrainingError:
+    """The one-line error of a non-finite loss or gradient, naming the last good checkpoint."""
+    last = checkpoints.latest_checkpoint(out_dir)
+    where = (f"the last good checkpoint is {last}: start a new run from its weights with "
+             f"--init and a lower --lr" if last else "no checkpoint was written yet: train "
+             "again with a lower --lr")
+    return TrainingError(f"training diverged at iteration {iteration}: the {what} is not "
+                         f"finite, so no step was taken; {where}")
 
 
-def _save(path: Path, model, optimizer, iteration: int, wall: float, cfg: TrainConfig) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "iteration": iteration, "wall_time_s": wall, "config": dataclasses.asdict(cfg),
-             "torch_rng": torch.get_rng_state()}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+def _start_folder(out_dir: Path, cfg: TrainConfig, overwrite: bool) -> None:
+    """Prepare a run folder for a new run: one holding another run's checkpoints is refused
+    unless ``overwrite``, which removes them, its probes and its log."""
+    old = checkpoints.checkpoints(out_dir)
+    if old and not overwrite:
+        raise TrainingError(f"{out_dir} holds the checkpoints of a run (up to {old[-1].name}); "
+                            f"pass --resume to continue it or --overwrite to start over")
+    for path in [*old, *out_dir.glob("probe_*.npz")]:
+        path.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(out_dir / checkpoints.LOG_NAME, "")
+    write_text(out_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1))
 
 
 def _transform(cfg: TrainConfig):
@@ -204,10 +244,13 @@ def _distributed() -> tuple[int, int]:
 
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
-          progress: bool = True, workers: int = 0) -> Path:
+          progress: bool = True, workers: int = 0, overwrite: bool = False) -> Path:
     """Train, writing ``metrics.jsonl`` and checkpoints into ``out_dir``; returns the last
-    checkpoint. ``resume`` continues from the latest checkpoint there, reproducing the
-    uninterrupted run exactly on CPU (same batches, same optimizer state)."""
+    checkpoint. ``resume`` continues from the newest readable checkpoint there, reproducing
+    the uninterrupted run exactly on CPU (same batches, same optimizer state), and refuses a
+    checkpoint of another configuration or data. A non-finite loss or gradient stops the run
+    before its step is applied (:class:`TrainingError`); no checkpoint holds non-finite
+    weights."""
     out_dir = Path(out_dir)
     rank, world = _distributed()
     device = _device()
@@ -216,23 +259,24 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
     model = cfg.model()
     model.check_image_size(dataset.spatial_size)
     if cfg.init is not None:
-        model.load_state_dict(torch.load(cfg.init, map_location="cpu")["model"])
+        model.load_state_dict(checkpoints.load(cfg.init)["model"])
     model.to(device)
     optimizer = cfg.make_optimizer(model.parameters())
+    data_sha256 = file_sha256(cfg.data)
     start, wall = 0, 0.0
-    log_path = out_dir / "metrics.jsonl"
-    if resume and (ckpt := latest_checkpoint(out_dir)) is not None:
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+    log_path = out_dir / checkpoints.LOG_NAME
+    if resume and (found := checkpoints.load_latest(out_dir, device)) is not None:
+        _, state = found
+        checkpoints.check_same_run(TrainConfig(**state["config"]), state.get("data_sha256"),
+                                   cfg, data_sha256, state["iteration"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start, wall = state["iteration"], state["wall_time_s"]
         if rank == 0:
-            _truncate_log(log_path, start)
+            checkpoints.truncate_log(out_dir, start)
     elif rank == 0:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("")
-        (out_dir / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        _start_folder(out_dir, cfg, overwrite)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     weights = None
     if cfg.rare_oversampling != 1.0:
@@ -256,10 +300,12 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
             loss = event_loss(logits, batch.labels, batch.coords[:, 0], batch.n_events,
                               cfg.class_weights)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at iteration {iteration}; "
-                                         f"resume from the last checkpoint with a lower rate")
+                raise _diverged("loss", iteration, out_dir)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            if not torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+                raise _diverged("gradient", iteration, out_dir)
             optimizer.step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -278,10 +324,10 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.3f}")
             if rank == 0 and (iteration % cfg.checkpoint_every == 0
                               or iteration == cfg.iterations):
-                _save(out_dir / f"{CHECKPOINT_PREFIX}{iteration}.pt", model, optimizer,
-                      iteration, wall, cfg)
+                checkpoints.save(out_dir / f"{checkpoints.PREFIX}{iteration}.pt",
+                                 _state(model, optimizer, iteration, wall, cfg, data_sha256))
     bar.close()
-    return out_dir / f"{CHECKPOINT_PREFIX}{cfg.iterations}.pt"
+    return out_dir / f"{checkpoints.PREFIX}{cfg.iterations}.pt"
 
 
 def shower_softmax_std(logits: Tensor, predicted: Tensor) -> float:
@@ -306,17 +352,10 @@ def _save_probe(path: Path, model: UResNet, probe: Batch) -> None:
                         label=probe.labels.cpu().numpy(), probs=probs.cpu().numpy())
 
 
-def _truncate_log(path: Path, iteration: int) -> None:
-    """Keep the log lines up to ``iteration`` (a run killed after a checkpoint wrote more)."""
-    lines = path.read_text().splitlines() if path.exists() else []
-    kept = [line for line in lines if json.loads(line)["iteration"] <= iteration]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
                ) -> tuple[UResNet, TrainConfig]:
     """The network of a checkpoint, in eval mode, and its training configuration."""
-    state = torch.load(checkpoint, map_location=device, weights_only=False)
+    state = checkpoints.load(checkpoint, device)
     cfg = TrainConfig(**state["config"])
     model = cfg.model()
     model.load_state_dict(state["model"])
@@ -356,6 +395,5 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, batch_size:
 
 def read_log(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     """The columns of a run's ``metrics.jsonl`` as arrays."""
-    rows = [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text()
-            .splitlines()]
+    rows = checkpoints.log_rows(out_dir)
     return {key: np.array([r[key] for r in rows]) for key in (rows[0] if rows else {})}

@@ -29,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from analysis_lib.errors import ConfigError, DataError
+from analysis_lib.files import file_sha256, write_text
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -184,12 +185,6 @@ def load_manifest(path: str | os.PathLike = "data_manifest.yaml") -> Manifest:
     return manifest
 
 
-def _file_sha256(path: Path) -> str:
-    import pooch  # imported here: pooch pulls in tqdm.auto, which warns inside notebooks
-
-    return pooch.file_hash(str(path), alg="sha256")
-
-
 def _check_hash(manifest: Manifest, name: str) -> str:
     """'ok', 'missing' or 'no hash recorded'; DataError on a hash mismatch."""
     entry, path = manifest.entry(name), manifest.path_of(name)
@@ -197,7 +192,7 @@ def _check_hash(manifest: Manifest, name: str) -> str:
         return "missing"
     if entry.sha256 is None:
         return "no hash recorded"
-    actual = _file_sha256(path)
+    actual = file_sha256(path)
     if actual != entry.sha256:
         raise DataError(
             f"{path}: sha256 {actual} does not match {entry.sha256} recorded for {name!r} in "
@@ -343,8 +338,8 @@ def record_hashes(
             raise ConfigError(f"{manifest_path}: {name!r} is not a simulated set")
         if not manifest.path_of(name).is_file():
             raise DataError(f"{manifest.path_of(name)}: no such file; build it first")
-    hashes = {name: _file_sha256(manifest.path_of(name)) for name in names}
-    manifest_path.write_text(_rewrite_hashes(manifest_path.read_text(), hashes))
+    hashes = {name: file_sha256(manifest.path_of(name)) for name in names}
+    write_text(manifest_path, _rewrite_hashes(manifest_path.read_text(), hashes))
     reloaded = {s.name: s.sha256 for s in load_manifest(manifest_path).simulated}
     if any(reloaded[name] != sha for name, sha in hashes.items()):
         raise ConfigError(

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from analysis_lib.data.larcv import PARTICLE_DTYPE, ImageMeta, Larcv3Writer
 from analysis_lib.data.projection import PROJECTIONS, project
 from analysis_lib.errors import ConfigError
+from analysis_lib.files import atomic_output, refuse_existing
 from analysis_lib.sim import constants as c
 from analysis_lib.sim import transport as tr
 from analysis_lib.sim.config import PhysicsConfig
@@ -159,8 +160,8 @@ def _compile_engine(cfg: PhysicsConfig) -> None:
 
 
 def _check_arguments(n_events: int, size: int, seed: int, dim: int, workers: int | None) -> None:
-    if n_events < 0:
-        raise ConfigError(f"n_events={n_events} must be >= 0")
+    if n_events < 1:
+        raise ConfigError(f"n_events={n_events} must be >= 1")
     if size < 8:
         raise ConfigError(f"size={size} voxels is too small; use >= 8 (the study uses 192/512/768)")
     if seed < 0:
@@ -179,23 +180,25 @@ def simulate(
     dim: int = 3,
     workers: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
     **physics_overrides: object,
 ) -> Path:
     """Simulate ``n_events`` events of ``size``³ voxels (3 mm) into a larcv3 HDF5 file.
 
     ``dim=3`` writes the 3D products (data, labels, primary-ionization flag, particle index,
     clusters and particles); ``dim=2`` writes the three 2D projections (xy, yz, zx) of each 3D
-    event. ``physics_overrides`` change :class:`PhysicsConfig` settings by name.
+    event. ``physics_overrides`` change :class:`PhysicsConfig` settings by name. An existing
+    ``path`` is replaced only with ``overwrite``; the file appears only once complete (see
+    :func:`analysis_lib.files.atomic_output`).
     """
     _check_arguments(n_events, size, seed, dim, workers)
     cfg = PhysicsConfig().with_overrides(**physics_overrides)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
+    refuse_existing(path, overwrite)
     workers = workers or os.cpu_count() or 1
     jobs = [(seed, i, size, dim, cfg) for i in range(n_events)]
     bar = tqdm(total=n_events, desc=f"simulate {path.name}", unit="ev", disable=not progress)
-    with Larcv3Writer(tmp) as writer:
+    with atomic_output(path, overwrite) as tmp, Larcv3Writer(tmp) as writer:
         if workers == 1:
             results = map(_simulate_products, jobs)
             pool = None
@@ -211,5 +214,4 @@ def simulate(
             if pool is not None:
                 pool.terminate()
     bar.close()
-    tmp.replace(path)
     return path

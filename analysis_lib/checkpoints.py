@@ -1,0 +1,114 @@
+"""A training run's folder: its checkpoints, its JSON-lines log, and the proof that a resumed
+run is the run that wrote them.
+
+A checkpoint holds the weights, the optimizer and random state, the iteration, the training
+configuration and the sha256 of the training data, so that ``--resume`` can refuse to continue
+another run. Checkpoints load with ``weights_only=True`` (a checkpoint from elsewhere cannot
+run code); an unreadable newest checkpoint (a crash while copying, a full disk) falls back to
+the one before it, with a warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from analysis_lib.errors import DataError, TrainingError
+from analysis_lib.files import atomic_output
+
+if TYPE_CHECKING:
+    from analysis_lib.train import TrainConfig
+
+PREFIX = "checkpoint_"
+LOG_NAME = "metrics.jsonl"
+#: Configuration fields a resumed run may change: how far it goes and what it saves on the
+#: way (a longer run is refused too if it changes the learning rate of iterations done).
+RESUMABLE_FIELDS = ("iterations", "checkpoint_every", "probe_event", "probe_iterations")
+
+
+def checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoints of a run folder, by iteration; files not named by one are ignored."""
+    found = [p for p in Path(out_dir).glob(f"{PREFIX}*.pt")
+             if p.stem.removeprefix(PREFIX).isdigit()]
+    return sorted(found, key=lambda p: int(p.stem.removeprefix(PREFIX)))
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint of the highest iteration in ``out_dir``, if any."""
+    found = checkpoints(out_dir)
+    return found[-1] if found else None
+
+
+def save(path: Path, state: dict) -> None:
+    """Write a checkpoint atomically (a crash or a full disk leaves the previous ones)."""
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """A checkpoint's state; an unreadable file is a one-line :class:`DataError`."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such checkpoint") from None
+    except Exception as err:  # torch raises RuntimeError, pickle, EOF and OS errors alike
+        raise DataError(f"{path}: not a readable checkpoint ({type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else 'no detail'})") from None
+
+
+def load_latest(out_dir: str | os.PathLike, device: str | torch.device = "cpu"
+                ) -> tuple[Path, dict] | None:
+    """The newest readable checkpoint of a folder and its state; ``None`` if it has none."""
+    for path in reversed(checkpoints(out_dir)):
+        try:
+            return path, load(path, device)
+        except DataError as err:
+            warnings.warn(f"{err}; trying the checkpoint before it", stacklevel=2)
+    return None
+
+
+def check_same_run(saved: TrainConfig, saved_data_sha256: str | None, cfg: TrainConfig,
+                   data_sha256: str, iteration: int) -> None:
+    """Refuse to resume, at ``iteration``, a run whose checkpoint says it computed something
+    else: the fields that differ are named (data compared by content, not by path)."""
+    if iteration > cfg.iterations:
+        raise TrainingError(f"cannot resume: the run is at iteration {iteration}, beyond "
+                            f"iterations={cfg.iterations}")
+    differ = [f.name for f in dataclasses.fields(cfg)
+              if f.name not in (*RESUMABLE_FIELDS, "data")
+              and getattr(saved, f.name) != getattr(cfg, f.name)]
+    if saved_data_sha256 is not None and saved_data_sha256 != data_sha256:
+        differ.insert(0, "data (another file content)")
+    if "iterations" not in differ and any(
+            saved.learning_rate_at(i) != cfg.learning_rate_at(i) for i in range(1, iteration + 1)):
+        differ.append("iterations (they change the learning rate of the iterations done)")
+    if differ:
+        raise TrainingError(f"cannot resume: the checkpoint at iteration {iteration} was "
+                            f"trained with other {', '.join(differ)}; train into a new folder")
+
+
+def log_rows(out_dir: str | os.PathLike) -> list[dict]:
+    """The rows of a run's log; a partial last line (a run killed while writing) is dropped."""
+    path = Path(out_dir) / LOG_NAME
+    lines = path.read_text().splitlines() if path.exists() else []
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise DataError(f"{path}: line {number} is not JSON; the log is damaged") from None
+    return rows
+
+
+def truncate_log(out_dir: str | os.PathLike, iteration: int) -> None:
+    """Keep the log rows up to ``iteration`` (a run killed after a checkpoint wrote more)."""
+    kept = [row for row in log_rows(out_dir) if row["iteration"] <= iteration]
+    with atomic_output(Path(out_dir) / LOG_NAME) as tmp:
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept))

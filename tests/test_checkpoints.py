@@ -1,0 +1,134 @@
+"""Run folders: resume proves it is the same run, divergence saves nothing bad, faults fall back."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from analysis_lib import train as train_module
+from analysis_lib.checkpoints import checkpoints, latest_checkpoint, load
+from analysis_lib.cli import main
+from analysis_lib.errors import ConfigError, TrainingError
+from analysis_lib.train import TrainConfig, read_log, train
+
+
+@pytest.fixture
+def common(tiny_sample):
+    return dict(data=str(tiny_sample), depth=3, filters=4, batch_size=2, seed=1)
+
+
+@pytest.fixture
+def three_done(common, tmp_path):
+    """A run folder holding checkpoint_3 of a 6-iteration run."""
+    train(TrainConfig(iterations=3, checkpoint_every=3, **common), tmp_path / "run",
+          progress=False)
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"learning_rate": 2e-3}, "learning_rate"),
+    ({"batch_size": 3}, "batch_size"),
+    ({"decay_from": 0.5}, "decay_from"),
+])
+def test_resume_with_another_configuration_is_refused_naming_the_field(
+        common, three_done, change, named):
+    cfg = TrainConfig(iterations=6, checkpoint_every=3, **{**common, **change})
+    with pytest.raises(TrainingError, match=f"trained with other {named}"):
+        train(cfg, three_done, resume=True, progress=False)
+
+
+def test_resume_on_another_data_file_is_refused(common, three_done, tmp_path):
+    from analysis_lib.sim import simulate
+
+    other = simulate(tmp_path / "other.h5", 12, 32, seed=12, workers=1, progress=False)
+    cfg = TrainConfig(iterations=6, checkpoint_every=3, **{**common, "data": str(other)})
+    with pytest.raises(TrainingError, match="other data"):
+        train(cfg, three_done, resume=True, progress=False)
+
+
+def test_resume_may_extend_a_constant_rate_but_not_a_decay_already_applied(common, tmp_path):
+    decayed = dict(common, decay_from=0.5)
+    train(TrainConfig(iterations=4, checkpoint_every=4, **decayed), tmp_path / "d",
+          progress=False)
+    with pytest.raises(TrainingError, match="iterations .they change the learning rate"):
+        train(TrainConfig(iterations=8, **decayed), tmp_path / "d", resume=True, progress=False)
+
+
+def test_resume_to_fewer_iterations_than_done_is_refused(common, three_done):
+    with pytest.raises(TrainingError, match="at iteration 3, beyond iterations=2"):
+        train(TrainConfig(iterations=2, **common), three_done, resume=True, progress=False)
+
+
+def test_a_new_run_into_an_old_folder_is_refused_unless_overwrite(common, three_done):
+    cfg = TrainConfig(iterations=2, checkpoint_every=2, **common)
+    with pytest.raises(TrainingError, match="pass --resume to continue it or --overwrite"):
+        train(cfg, three_done, progress=False)
+    train(cfg, three_done, progress=False, overwrite=True)
+    assert [p.name for p in checkpoints(three_done)] == ["checkpoint_2.pt"]
+    assert read_log(three_done)["iteration"].tolist() == [1, 2]
+
+
+def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(common, tmp_path):
+    straight = TrainConfig(iterations=6, checkpoint_every=3, **common)
+    train(straight, tmp_path / "straight", progress=False)
+    shutil.copytree(tmp_path / "straight", tmp_path / "cut")
+    newest = tmp_path / "cut" / "checkpoint_6.pt"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    (tmp_path / "cut" / "checkpoint_best.pt").write_bytes(b"not a numbered checkpoint")
+    with open(tmp_path / "cut" / "metrics.jsonl", "a") as log:
+        log.write('{"iteration": 7, "lo')  # a run killed while writing its log
+    with pytest.warns(UserWarning, match="checkpoint_6.pt: not a readable checkpoint"):
+        train(straight, tmp_path / "cut", resume=True, progress=False)
+    a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "cut")
+    np.testing.assert_array_equal(a["loss"], b["loss"])
+
+
+def _poisoned_loss(monkeypatch, at_call: int, gradient_only: bool) -> None:
+    """Make the loss (or only its gradient) non-finite from the ``at_call``-th step on."""
+    calls = {"n": 0}
+    real = train_module.event_loss
+
+    def loss(logits, *args, **kwargs):
+        calls["n"] += 1
+        value = real(logits, *args, **kwargs)
+        if calls["n"] < at_call:
+            return value
+        if gradient_only:  # sqrt'(0) is infinite: a finite loss with a NaN gradient
+            return value + 0.0 * torch.sqrt(logits.abs().sum() * 0.0)
+        return value * float("nan")
+
+    monkeypatch.setattr(train_module, "event_loss", loss)
+
+
+@pytest.mark.parametrize(("gradient_only", "what"), [(False, "loss"), (True, "gradient")])
+def test_divergence_stops_before_the_step_and_names_the_last_good_checkpoint(
+        common, tmp_path, monkeypatch, gradient_only, what):
+    _poisoned_loss(monkeypatch, at_call=4, gradient_only=gradient_only)
+    cfg = TrainConfig(iterations=6, checkpoint_every=2, **common)
+    with pytest.raises(TrainingError, match=f"diverged at iteration 4: the {what} is not "
+                                            f"finite.*checkpoint_2.pt"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert latest_checkpoint(tmp_path / "run").name == "checkpoint_2.pt"
+    weights = load(tmp_path / "run" / "checkpoint_2.pt")["model"]
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("iterations", 2.5, "must be a whole number"),
+    ("learning_rate", float("inf"), "must be a finite number"),
+    ("learning_rate", 1e3, r"must be in \(0, 1\]"),
+    ("seed", -1, "must be >= 0"),
+    ("depth", 0, "must be >= 1"),
+    ("batch_size", -4, "must be >= 1"),
+])
+def test_absurd_settings_are_refused_at_configuration(field, value, message):
+    with pytest.raises(ConfigError, match=f"^{field}=.* {message}"):
+        TrainConfig(data="x.h5", **{field: value})
+
+
+def test_cli_train_reports_a_bad_rate_in_one_line(tiny_sample, tmp_path, capsys):
+    code = main(["train", "--data", str(tiny_sample), "--out", str(tmp_path / "r"),
+                 "--lr", "1e3", "--iterations", "1"])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("error: learning_rate=1000.0 must be in (0, 1]")
