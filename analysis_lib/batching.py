@@ -28,21 +28,22 @@ class Batch:
     ----------
     coords : (N, 1+D) int64
     feats : (N, 1) float32, the deposited energy (MeV)
-    labels : (N,) int64
+    labels : (N,) int64, or None when an event has no labels (inference on real data)
     spatial_size : voxels per side of the images
     n_events : number of events (batch entries)
     """
 
     coords: Tensor
     feats: Tensor
-    labels: Tensor
+    labels: Tensor | None
     spatial_size: int
     n_events: int
 
     def to(self, device: torch.device | str) -> "Batch":
         """The batch on ``device``."""
-        return Batch(self.coords.to(device), self.feats.to(device), self.labels.to(device),
-                     self.spatial_size, self.n_events)
+        labels = None if self.labels is None else self.labels.to(device)
+        return Batch(self.coords.to(device), self.feats.to(device), labels, self.spatial_size,
+                     self.n_events)
 
 
 def grid_symmetries(dim: int) -> int:
@@ -110,7 +111,8 @@ def collate(events: Sequence[Event], spatial_size: int) -> Batch:
         coords=torch.from_numpy(np.concatenate(coords).astype(np.int64)),
         feats=torch.from_numpy(np.concatenate([e.energy for e in events])[:, None]
                                .astype(np.float32)),
-        labels=torch.from_numpy(np.concatenate([e.label for e in events]).astype(np.int64)),
+        labels=None if any(e.label is None for e in events) else torch.from_numpy(
+            np.concatenate([e.label for e in events]).astype(np.int64)),
         spatial_size=spatial_size,
         n_events=len(events),
     )

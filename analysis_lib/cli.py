@@ -102,9 +102,17 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from analysis_lib.train import evaluate
 
-    result = evaluate(args.checkpoint, args.data, args.batch_size, relabeled=args.relabeled)
+    result = evaluate(args.checkpoint, args.data, args.batch_size, relabeled=args.relabeled,
+                      projection=args.projection, predictions=args.predictions)
     if args.json:
         print(json.dumps(result))
+        return
+    if args.predictions:
+        print(f"predictions of {result['n_events'] + result['n_unlabeled']} events: "
+              f"{args.predictions}")
+    if result["n_unlabeled"]:
+        print(f"{result['n_unlabeled']} events without labels: no metrics for them")
+    if not result["n_events"]:
         return
     print(f"{result['n_events']} events: nonzero accuracy {result['nonzero_accuracy']:.4f} "
           f"± {result['nonzero_accuracy_std']:.4f}")
@@ -120,9 +128,10 @@ def _cmd_michel(args: argparse.Namespace) -> None:
     else:
         from analysis_lib.train import load_model, predict
 
-        model, _ = load_model(args.checkpoint)
+        model, cfg = load_model(args.checkpoint)
         candidates, truths = michel.reconstruct(
-            (p["event"], p["pred"]) for p in predict(model, args.data, relabeled=True))
+            (p["event"], p["pred"]) for p in predict(model, args.data, relabeled=True,
+                                                      projection=cfg.projection))
     result = {"no cut": michel.summarize(candidates, truths),
               f">= {michel.ANALYSIS_CUT} voxels": michel.summarize(candidates, truths,
                                                                   michel.ANALYSIS_CUT)}
@@ -207,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--relabeled", action="store_true", help="score against relabeled truth")
+    p.add_argument("--projection", type=int, choices=(0, 1, 2), default=None,
+                   help="2D: the projection to read (default: the one trained on)")
+    p.add_argument("--predictions", metavar="FILE.npz",
+                   help="also save every voxel's predicted class and scores (labels or not)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_evaluate)
 

@@ -3,6 +3,7 @@ configuration, the sha256 of its data file and the source of the code that train
 notebooks reuse a trained model and any change of config, data or code trains a new one."""
 
 import dataclasses
+import difflib
 import functools
 import hashlib
 import json
@@ -110,6 +111,19 @@ class Experiment:
         return result
 
 
+def _check_keys(name: str, spec: Mapping) -> None:
+    """Refuse a run spec with a key that is no :class:`TrainConfig` field (a misspelling
+    would otherwise train with the default), suggesting the nearest field."""
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    if "data" not in spec:
+        raise ConfigError(f"run {name!r} names no data set (key 'data')")
+    for key in spec:
+        if key not in fields:
+            near = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else f"; settings are {fields}"
+            raise ConfigError(f"run {name!r}: unknown setting {key!r}{hint}")
+
+
 def profile_runs(specs: dict[str, dict], data_path: Callable[[str], Path],
                  root: Path = ARTIFACTS) -> dict[str, Experiment]:
     """The named runs of a profile (``shared.runs``): each spec holds :class:`TrainConfig`
@@ -125,10 +139,11 @@ def profile_runs(specs: dict[str, dict], data_path: Callable[[str], Path],
         if name in chain:
             raise ConfigError(f"runs {' -> '.join(chain + (name,))} fine-tune each other")
         spec = dict(specs[name])
+        _check_keys(name, spec)
         parent = resolve(spec.pop("init"), chain + (name,)) if spec.get("init") else None
         try:
             config = TrainConfig(data=str(data_path(spec.pop("data"))), **spec)
-        except TypeError as err:
+        except ConfigError as err:
             raise ConfigError(f"run {name!r}: {err}") from None
         if parent is not None:
             config = dataclasses.replace(config, init=str(parent.checkpoint))

@@ -137,10 +137,12 @@ def match_event(event: Event, pred: np.ndarray, relabeled: bool = True,
     """Candidates of ``pred`` on ``event`` matched to its true Michels.
 
     Returns one row per candidate (voxels, energy, the matched true cluster's voxels and the
-    overlap; ``true_id`` -1 when it overlaps none) and one row per true Michel (voxels,
-    energy, kinetic energy of the electron).
+    overlap; ``true_id`` -1 when it overlaps none; ``labeled`` False for an event without
+    labels, whose candidates match nothing) and one row per true Michel (voxels, energy,
+    kinetic energy of the electron).
     """
-    truths = true_michels(event, relabeled)
+    labeled = event.label is not None
+    truths = true_michels(event, relabeled) if labeled else []
     owner = np.full(len(event.coords), -1, dtype=np.int64)
     for t, members in enumerate(truths):
         owner[members] = t
@@ -152,7 +154,7 @@ def match_event(event: Event, pred: np.ndarray, relabeled: bool = True,
     for members in find_michels(event.coords, pred, **find_options):
         hits = np.bincount(owner[members] + 1, minlength=len(truths) + 1)[1:]
         best = int(np.argmax(hits)) if hits.any() else -1
-        rows.append({"event": event.index, "voxels": len(members),
+        rows.append({"event": event.index, "labeled": labeled, "voxels": len(members),
                      "energy": float(event.energy[members].sum()), "true_id": best,
                      "overlap": int(hits[best]) if best >= 0 else 0,
                      "true_voxels": len(truths[best]) if best >= 0 else 0})
@@ -176,7 +178,7 @@ def reconstruct(predictions: Iterable[tuple[Event, np.ndarray]], relabeled: bool
         rows, truth_rows = match_event(event, pred, relabeled, **find_options)
         candidates += rows
         truths += truth_rows
-    columns = ["event", "voxels", "energy", "true_id", "overlap", "true_voxels"]
+    columns = ["event", "labeled", "voxels", "energy", "true_id", "overlap", "true_voxels"]
     return pd.DataFrame(candidates, columns=columns), pd.DataFrame(
         truths, columns=["event", "true_id", "true_voxels", "true_energy", "true_kinetic_energy"])
 
@@ -187,16 +189,18 @@ def summarize(candidates: pd.DataFrame, truths: pd.DataFrame, min_voxels: int = 
     ID efficiency counts the distinct true Michels that some candidate matches (so it cannot
     exceed 1 when two candidates split one electron); ID purity the matched candidates over all
     candidates. Cluster efficiency N_i/N_i^true and purity N_i/N_i^pred are averaged over the
-    matched candidates.
+    matched candidates. Only candidates of labelled events count for the purities
+    (``candidates`` counts them all).
     """
-    kept = candidates[candidates["voxels"] >= min_voxels]
+    found_all = candidates[candidates["voxels"] >= min_voxels]
+    kept = found_all[found_all["labeled"].astype(bool)]
     matched = kept[kept["true_id"] >= 0]
     efficiency = matched["overlap"] / matched["true_voxels"]
     purity = matched["overlap"] / matched["voxels"]
     found = len(matched[["event", "true_id"]].drop_duplicates())
     return {
         "sample size": len(matched),
-        "candidates": len(kept),
+        "candidates": len(found_all),
         "true Michels": len(truths),
         "ID purity": len(matched) / len(kept) if len(kept) else math.nan,
         "ID efficiency": found / len(truths) if len(truths) else math.nan,

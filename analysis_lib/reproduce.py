@@ -195,20 +195,22 @@ def _step_seconds(backend: str, dim: int, size: int, batch: int) -> tuple[float,
 
 
 def plan_runs(profile: Profile, manifest_path: Path) -> list[dict]:
-    """Every training run of a profile with its size and estimated GPU-hours (no data read)."""
+    """Every training run of a profile with its size and estimated GPU-hours; the runs are
+    validated as for training (settings, ranges, data-set and run names), no data is read."""
     manifest = load_manifest(manifest_path)
+    specs = profile.shared.get("runs") or {}
+    experiments = profile_runs(specs, manifest.path_of)
     plan = []
-    for name, spec in (profile.shared.get("runs") or {}).items():
-        entry = manifest.entry(spec["data"])
-        size, dim = getattr(entry, "size", None), spec.get("dim", 3)
-        backend, batch = spec.get("backend", "sparse"), spec.get("batch_size", 4)
-        iterations = spec.get("iterations", 1000)
-        step, basis = _step_seconds(backend, dim, size, batch) if size else (math.nan, "?")
-        plan.append({"run": name, "data": spec["data"], "dim": dim, "size": size,
-                     "backend": backend, "depth": spec.get("depth", 5),
-                     "filters": spec.get("filters", 16), "batch": batch,
-                     "iterations": iterations, "init": spec.get("init") or "",
-                     "GPU-hours": step * iterations / 3600, "estimate from": basis})
+    for name, experiment in experiments.items():
+        cfg, entry = experiment.config, manifest.entry(specs[name]["data"])
+        size = getattr(entry, "size", None)
+        step, basis = (_step_seconds(cfg.backend, cfg.dim, size, cfg.batch_size) if size
+                       else (math.nan, "?"))
+        plan.append({"run": name, "data": specs[name]["data"], "dim": cfg.dim, "size": size,
+                     "backend": cfg.backend, "depth": cfg.depth, "filters": cfg.filters,
+                     "batch": cfg.batch_size, "iterations": cfg.iterations,
+                     "init": specs[name].get("init") or "",
+                     "GPU-hours": step * cfg.iterations / 3600, "estimate from": basis})
     return plan
 
 

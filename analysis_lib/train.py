@@ -34,7 +34,7 @@ from analysis_lib.batching import (
 from analysis_lib.data import open_dataset
 from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import ConfigError, TrainingError
-from analysis_lib.files import file_sha256, write_text
+from analysis_lib.files import atomic_output, file_sha256, write_text
 from analysis_lib.labels import VoxelClass
 from analysis_lib.metrics import SampleMetrics
 from analysis_lib.models import UResNet
@@ -363,16 +363,19 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
 
 
 def predict(model: UResNet, data: str | os.PathLike, batch_size: int = 4, relabeled: bool = False,
-            device: str | torch.device = "cpu") -> Iterator[dict]:
-    """Per event of ``data``: ``{"event": Event, "probs": (N, 5), "pred": (N,)}`` (numpy), the
-    event's labels relabeled when ``relabeled``."""
-    with open_dataset(data, dim=model.dim) as events:
+            device: str | torch.device = "cpu", projection: int = 0) -> Iterator[dict]:
+    """Per event of ``data`` (projection ``projection`` of a 2D file): ``{"event": Event,
+    "probs": (N, 5), "pred": (N,)}`` (numpy), the event's labels, where it has them,
+    relabeled when ``relabeled``."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
+    with open_dataset(data, dim=model.dim, projection=projection) as events:
         size = int(events.meta.size_px[0])
         for first in range(0, len(events), batch_size):
             chunk = [events[i] for i in range(first, min(first + batch_size, len(events)))]
             if relabeled:
-                for event in chunk:
-                    event.label = relabel(event.label, event.prim_ion)
+                chunk = [dataclasses.replace(e, label=relabel(e.label, e.prim_ion))
+                         if e.label is not None else e for e in chunk]
             batch: Batch = collate(chunk, size).to(device)
             with torch.no_grad():
                 probs = torch.softmax(model(batch.coords, batch.feats, size).float(), 1)
@@ -384,13 +387,37 @@ def predict(model: UResNet, data: str | os.PathLike, batch_size: int = 4, relabe
 
 
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, batch_size: int = 4,
-             relabeled: bool = False, device: str | torch.device = "cpu") -> dict:
-    """The study's metrics of a trained network on a sample (see :class:`SampleMetrics`)."""
-    model, _ = load_model(checkpoint, device)
-    metrics = SampleMetrics()
-    for event in predict(model, data, batch_size, relabeled, device):
-        metrics.update(event["pred"], event["event"].label)
-    return metrics.summary()
+             relabeled: bool = False, device: str | torch.device = "cpu",
+             projection: int | None = None, predictions: str | os.PathLike | None = None
+             ) -> dict:
+    """The study's metrics of a trained network on the labelled events of a sample (see
+    :class:`SampleMetrics`; ``n_unlabeled`` counts the others). A 2D network reads the
+    projection it was trained on unless ``projection`` says otherwise. With ``predictions``,
+    every voxel's event, coordinates, predicted class and scores are saved there (``.npz``),
+    labelled or not."""
+    model, cfg = load_model(checkpoint, device)
+    metrics, unlabeled, kept = SampleMetrics(), 0, []
+    view = cfg.projection if projection is None else projection
+    for event in predict(model, data, batch_size, relabeled, device, view):
+        if event["event"].label is None:
+            unlabeled += 1
+        else:
+            metrics.update(event["pred"], event["event"].label)
+        if predictions is not None:
+            kept.append(event)
+    if predictions is not None:
+        _save_predictions(Path(predictions), kept)
+    return metrics.summary() | {"n_unlabeled": unlabeled}
+
+
+def _save_predictions(path: Path, events: list[dict]) -> None:
+    """Per voxel: event index, coordinates, predicted class and class scores."""
+    arrays = {"event": np.concatenate([np.full(len(e["pred"]), e["event"].index) for e in events]),
+              "coords": np.concatenate([e["event"].coords for e in events]),
+              "pred": np.concatenate([e["pred"] for e in events]),
+              "probs": np.concatenate([e["probs"] for e in events])}
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def read_log(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:

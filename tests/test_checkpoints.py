@@ -9,6 +9,7 @@ import torch
 from analysis_lib import train as train_module
 from analysis_lib.checkpoints import checkpoints, latest_checkpoint, load
 from analysis_lib.cli import main
+from analysis_lib.data import open_dataset
 from analysis_lib.errors import ConfigError, TrainingError
 from analysis_lib.train import TrainConfig, read_log, train
 
@@ -132,3 +133,54 @@ def test_cli_train_reports_a_bad_rate_in_one_line(tiny_sample, tmp_path, capsys)
                  "--lr", "1e3", "--iterations", "1"])
     assert code == 2
     assert capsys.readouterr().err.startswith("error: learning_rate=1000.0 must be in (0, 1]")
+
+
+@pytest.fixture
+def unlabeled(tiny_sample, tmp_path):
+    """The tiny sample without its label, primary-ionization and particle products."""
+    import h5py
+
+    path = tmp_path / "unlabeled.h5"
+    shutil.copy(tiny_sample, path)
+    with h5py.File(path, "a") as f:
+        for product in ("sparse3d_fivetypes", "sparse3d_primion", "sparse3d_index",
+                        "particle_mcst", "cluster3d_mcst"):
+            del f[f"Data/{product}_group"]
+    return path
+
+
+def test_inference_runs_on_a_file_without_labels(common, tmp_path, unlabeled, capsys):
+    checkpoint = train(TrainConfig(iterations=1, **common), tmp_path / "run", progress=False)
+    out = tmp_path / "pred.npz"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(unlabeled),
+                 "--predictions", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "12 events without labels: no metrics" in printed
+    with open_dataset(unlabeled) as events:
+        voxels = [len(e.coords) for e in events]
+    with np.load(out) as saved:
+        assert saved["probs"].shape == (sum(voxels), 5)
+        assert np.bincount(saved["event"], minlength=12).tolist() == voxels
+    assert main(["michel", "--checkpoint", str(checkpoint), "--data", str(unlabeled),
+                 "--json"]) == 0
+    assert '"true Michels": 0' in capsys.readouterr().out
+
+
+def test_evaluate_refuses_a_batch_size_below_one(common, tmp_path, capsys):
+    checkpoint = train(TrainConfig(iterations=1, **common), tmp_path / "run", progress=False)
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--data", common["data"],
+                 "--batch-size", "0"]) == 2
+    assert "batch_size=0 must be >= 1" in capsys.readouterr().err
+
+
+def test_a_2d_network_is_evaluated_on_the_projection_it_was_trained_on(tmp_path):
+    from analysis_lib.sim import simulate
+    from analysis_lib.train import evaluate
+
+    data = simulate(tmp_path / "2d.h5", 6, 32, seed=3, dim=2, workers=1, progress=False)
+    cfg = TrainConfig(data=str(data), dim=2, projection=1, depth=3, filters=4, batch_size=2,
+                      iterations=1)
+    checkpoint = train(cfg, tmp_path / "run", progress=False)
+    trained_on = evaluate(checkpoint, data)
+    assert trained_on == evaluate(checkpoint, data, projection=1)
+    assert trained_on != evaluate(checkpoint, data, projection=0)

@@ -60,7 +60,11 @@ def test_profile_runs_share_and_fine_tune(tiny_sample, tmp_path):
     [
         ({"a": {"data": "x", "init": "b"}}, "not among the profile's runs"),
         ({"a": {"data": "x", "init": "b"}, "b": {"data": "x", "init": "a"}}, "fine-tune each"),
-        ({"a": {"data": "x", "colour": 3}}, "run 'a'"),
+        ({"a": {"data": "x", "colour": 3}}, "run 'a': unknown setting 'colour'"),
+        ({"a": {"data": "x", "iteratons": 3}}, "did you mean 'iterations'"),
+        ({"a": {"depth": 5}}, "run 'a' names no data set"),
+        ({"a": {"data": "x", "iterations": 2.5}}, "run 'a': iterations=2.5 must be a whole"),
+        ({"a": {"data": "x", "batch_size": -4}}, "run 'a': batch_size=-4 must be >= 1"),
     ],
 )
 def test_profile_runs_reject_bad_specs(specs, message, tiny_sample):

@@ -18,6 +18,7 @@ from analysis_lib.reproduce import (
     execution_order,
     load_profile,
     notebook_order,
+    plan_runs,
     print_plan,
     train_runs,
 )
@@ -95,6 +96,16 @@ def test_dry_run_lists_every_run_with_gpu_hours(profile, capsys):
     for row in plan:
         assert row["run"] in out
         assert row["GPU-hours"] > 0
+
+
+def test_dry_run_refuses_a_misspelled_run_setting():
+    profile = load_profile("ci")
+    runs = {**profile.shared["runs"], "main": {**profile.shared["runs"]["main"],
+                                              "iteratons": 10}}
+    bad = dataclasses.replace(profile, shared={**profile.shared, "runs": runs})
+    with pytest.raises(ConfigError, match="run 'main': unknown setting 'iteratons'; did you "
+                                          "mean 'iterations'"):
+        plan_runs(bad, profile.manifest_path)
 
 
 def test_findings_page_comes_first_in_the_book_and_runs_last():
