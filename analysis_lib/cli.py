@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from analysis_lib.errors import AnalysisError
+from analysis_lib.errors import AnalysisError, ConfigError
 from analysis_lib.labels import CLASS_NAMES
 
 
@@ -18,7 +18,7 @@ def _physics_overrides(pairs: list[str]) -> dict:
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"--set expects name=value, got {pair!r}")
+            raise ConfigError(f"--set expects name=value, got {pair!r}")
         parsed = yaml.safe_load(value)
         out[name] = tuple(parsed) if isinstance(parsed, list) else parsed
     return out
@@ -37,15 +37,25 @@ def _cmd_data(args: argparse.Namespace) -> None:
     from analysis_lib.data.manifest import load_manifest, record_hashes, verify
     from analysis_lib.reproduce import make_data
 
+    if args.action == "record":
+        for name, digest in record_hashes(args.manifest, args.names or None).items():
+            print(f"recorded {name}: {digest}")
+        return
     if args.action == "make":
         make_data(args.profile, Path(args.manifest))
         if args.record:
             for name, digest in record_hashes(args.manifest).items():
                 print(f"recorded {name}: {digest}")
     manifest = load_manifest(args.manifest)
-    names = [s.name for s in manifest.sets_for(args.profile)]
-    for name, status in verify(manifest, names):
+    names = args.names or [s.name for s in manifest.sets_for(args.profile)]
+    statuses = verify(manifest, names)
+    for name, status in statuses:
         print(f"{name:<24} {status}")
+    missing = [name for name, status in statuses if status == "missing"]
+    if missing:
+        raise AnalysisError(f"{len(missing)} of {len(statuses)} data sets are missing; "
+                            f"`python -m analysis_lib data make --profile {args.profile}` "
+                            f"builds the simulated ones")
 
 
 def _cmd_validate(args: argparse.Namespace) -> None:
@@ -160,8 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=_cmd_simulate)
 
-    p = sub.add_parser("data", help="build or verify the data sets of data_manifest.yaml")
-    p.add_argument("action", choices=("make", "verify"))
+    p = sub.add_parser("data", help="build, verify or record the data sets of "
+                                    "data_manifest.yaml")
+    p.add_argument("action", choices=("make", "verify", "record"),
+                   help="record: accept the present files' sha256 into the manifest")
+    p.add_argument("names", nargs="*", help="data sets (default: the profile's)")
     p.add_argument("--profile", default="ci", choices=("ci", "paper"))
     p.add_argument("--manifest", default="data_manifest.yaml")
     p.add_argument("--record", action="store_true",

@@ -17,9 +17,10 @@ from pathlib import Path
 import jupytext
 import papermill
 import yaml
+from nbclient.exceptions import DeadKernelError
 
 from analysis_lib.data.manifest import SimulatedSet, load_manifest, make_missing
-from analysis_lib.errors import ConfigError, DataError
+from analysis_lib.errors import AnalysisError, ConfigError, DataError
 from analysis_lib.experiments import profile_runs, train_all
 from analysis_lib.sim.config import GENERATOR_VERSION
 from analysis_lib.sim.simulate import simulate
@@ -89,6 +90,19 @@ def declared_parameters(notebook: "jupytext.NotebookNode") -> set[str]:
             if "=" in line and not line.startswith((" ", "#"))}
 
 
+class BuildError(AnalysisError, RuntimeError):
+    """A notebook or the book build failed."""
+
+
+def _source_cell(notebook, source: str) -> str:
+    """'code cell N (first line)' of the text notebook's cell whose source is ``source``,
+    counted as a reader of the source file counts them (papermill's injected cell is not)."""
+    code = [c.source for c in notebook.cells if c.cell_type == "code"]
+    number = code.index(source) + 1 if source in code else "?"
+    first = source.strip().splitlines()[0] if source.strip() else ""
+    return f"code cell {number} ({first[:60]!r})"
+
+
 def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | None = None) -> None:
     """Run each notebook with papermill; a failing cell stops with the notebook and cell named."""
     executed = book / "executed"
@@ -105,13 +119,17 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
                                            "language": "python"}
         start = time.perf_counter()
         print(f"[reproduce] {name}: executing ({profile.name} profile)", flush=True)
+        where = source.relative_to(ROOT) if source.is_relative_to(ROOT) else source
         try:
             papermill.execute_notebook(notebook, str(executed / f"{name}.ipynb"),
                                        parameters=params, cwd=str(ROOT), kernel_name="python3",
                                        progress_bar=False)
         except papermill.PapermillExecutionError as err:
-            raise SystemExit(f"[reproduce] notebook {source.relative_to(ROOT)} failed in cell "
-                             f"{err.exec_count}: {err.ename}: {err.evalue}") from None
+            raise BuildError(f"notebook {where} failed in {_source_cell(notebook, err.source)}: "
+                             f"{err.ename}: {err.evalue}") from None
+        except DeadKernelError:
+            raise BuildError(f"notebook {where}: its kernel died (killed, usually for lack of "
+                             f"memory); run it alone with `reproduce --only {name}`") from None
         print(f"[reproduce] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
@@ -146,7 +164,7 @@ def build_book(book: Path = BOOK) -> None:
            "--keep-going"]
     result = subprocess.run(cmd, cwd=ROOT)
     if result.returncode != 0:
-        raise SystemExit(f"[reproduce] jupyter-book build failed (exit {result.returncode})")
+        raise BuildError(f"jupyter-book build failed (exit {result.returncode})")
 
 
 def build_simulated_set(entry: SimulatedSet, path: Path) -> Path:

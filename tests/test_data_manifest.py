@@ -112,8 +112,24 @@ def test_verify_mismatch_raises_and_keeps_file(tmp_path):
         verify(manifest)
     message = str(info.value)
     assert sha256(b"expected") in message and sha256(b"user's own file") in message
-    assert str(path) in message and "delete it" in message and "record_hashes" in message
+    assert str(path) in message and "delete it" in message
+    assert "`python -m analysis_lib data record ci_3d_64`" in message
     assert path.read_bytes() == b"user's own file"
+
+
+def test_cli_verify_fails_on_missing_files_and_record_accepts_a_new_hash(tmp_path, capsys):
+    from analysis_lib.cli import main
+
+    path = write_manifest(tmp_path, sha=sha256(b"expected"))
+    assert main(["data", "verify", "--manifest", str(path)]) == 2
+    assert "1 of 1 data sets are missing; `python -m analysis_lib data make --profile ci`" \
+        in capsys.readouterr().err
+    manifest = load_manifest(path)
+    manifest.data_dir.mkdir()
+    manifest.path_of("ci_3d_64").write_bytes(b"rebuilt")
+    assert main(["data", "record", "ci_3d_64", "--manifest", str(path)]) == 0
+    assert main(["data", "verify", "--manifest", str(path)]) == 0
+    assert "ci_3d_64                 ok" in capsys.readouterr().out
 
 
 def test_make_missing_builds_only_missing_files(tmp_path):

@@ -132,3 +132,19 @@ def test_ci_profile_trains_side_by_side_except_the_timed_runs():
     assert training["workers"] == 2
     assert set(training["alone"]) == set(load_profile("ci").notebooks["sparse_vs_dense"]
                                          ["curve_runs"].values())
+
+
+def test_a_failing_notebook_is_named_with_its_source_cell(tmp_path):
+    from analysis_lib.reproduce import BuildError, Profile, execute_notebooks
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: executed/broken\n")
+    (tmp_path / "notebooks" / "broken.md").write_text(
+        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+        "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n"
+        "```{code-cell} ipython3\n:tags: [parameters]\n\nprofile = 'x'\n"
+        "```\n\n```{code-cell} ipython3\nx = 1\n```\n\n```{code-cell} ipython3\n"
+        "y = 1 / 0\n```\n")
+    with pytest.raises(BuildError, match=r"broken.md failed in code cell 3 \('y = 1 / 0'\): "
+                                         r"ZeroDivisionError"):
+        execute_notebooks(Profile("ci", {}, {}), book=tmp_path)

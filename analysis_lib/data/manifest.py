@@ -197,7 +197,8 @@ def _check_hash(manifest: Manifest, name: str) -> str:
         raise DataError(
             f"{path}: sha256 {actual} does not match {entry.sha256} recorded for {name!r} in "
             f"{manifest.source or 'the manifest'}; the file was left untouched: delete it to "
-            "rebuild or re-download it, or run record_hashes to accept it"
+            f"rebuild or re-download it, or accept it with `python -m analysis_lib data record "
+            f"{name}`"
         )
     return "ok"
 
