@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jupytext
+import nbformat
 import papermill
 import yaml
 from nbclient.exceptions import DeadKernelError
@@ -103,6 +104,18 @@ def _source_cell(notebook, source: str) -> str:
     return f"code cell {number} ({first[:60]!r})"
 
 
+def _hide_injected_cell(path: Path) -> None:
+    """Tag papermill's injected-parameters cell ``remove-cell``: the rendered chapter shows its
+    results, not the building machine's paths and the profile's raw settings (its provenance
+    line names the profile)."""
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(notebook, path)
+
+
 def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | None = None) -> None:
     """Run each notebook with papermill; a failing cell stops with the notebook and cell named."""
     executed = book / "executed"
@@ -130,6 +143,7 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
         except DeadKernelError:
             raise BuildError(f"notebook {where}: its kernel died (killed, usually for lack of "
                              f"memory); run it alone with `reproduce --only {name}`") from None
+        _hide_injected_cell(executed / f"{name}.ipynb")
         print(f"[reproduce] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 

@@ -134,17 +134,34 @@ def test_ci_profile_trains_side_by_side_except_the_timed_runs():
                                          ["curve_runs"].values())
 
 
+def _one_notebook_book(book, name: str, cells: list[str]) -> None:
+    """A book folder holding one text notebook: a parameters cell, then ``cells``."""
+    (book / "notebooks").mkdir()
+    (book / "_toc.yml").write_text(f"format: jb-book\nroot: executed/{name}\n")
+    code = "".join(f"```{{code-cell}} ipython3\n{c}\n```\n\n" for c in
+                   [":tags: [parameters]\n\nprofile = 'x'", *cells])
+    (book / "notebooks" / f"{name}.md").write_text(
+        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+        "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n"
+        + code)
+
+
 def test_a_failing_notebook_is_named_with_its_source_cell(tmp_path):
     from analysis_lib.reproduce import BuildError, Profile, execute_notebooks
 
-    (tmp_path / "notebooks").mkdir()
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: executed/broken\n")
-    (tmp_path / "notebooks" / "broken.md").write_text(
-        "---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
-        "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n"
-        "```{code-cell} ipython3\n:tags: [parameters]\n\nprofile = 'x'\n"
-        "```\n\n```{code-cell} ipython3\nx = 1\n```\n\n```{code-cell} ipython3\n"
-        "y = 1 / 0\n```\n")
+    _one_notebook_book(tmp_path, "broken", ["x = 1", "y = 1 / 0"])
     with pytest.raises(BuildError, match=r"broken.md failed in code cell 3 \('y = 1 / 0'\): "
                                          r"ZeroDivisionError"):
         execute_notebooks(Profile("ci", {}, {}), book=tmp_path)
+
+
+def test_the_injected_parameters_cell_is_removed_from_the_rendered_chapter(tmp_path):
+    import nbformat
+
+    from analysis_lib.reproduce import Profile, execute_notebooks
+
+    _one_notebook_book(tmp_path, "fine", [])
+    execute_notebooks(Profile("ci", {}, {}), book=tmp_path)
+    cells = nbformat.read(tmp_path / "executed" / "fine.ipynb", as_version=4).cells
+    injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
