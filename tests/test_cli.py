@@ -4,6 +4,7 @@ import numpy as np
 
 from analysis_lib.cli import main
 from analysis_lib.data import open_dataset
+from analysis_lib.sim import GENERATOR_VERSION
 
 
 def test_simulate_writes_a_readable_file(tmp_path, capsys):
@@ -27,17 +28,19 @@ def test_unknown_physics_override_is_one_line_and_status_2(tmp_path, capsys):
 def test_data_verify_reports_missing_files(tmp_path, capsys):
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
-        "data_dir: d\nsimulated:\n  - name: s\n    filename: s.h5\n    generator_version: '1'\n"
+        f"data_dir: d\nsimulated:\n  - name: s\n    filename: s.h5\n"
+        f"    generator_version: '{GENERATOR_VERSION}'\n"
         "    seed: 1\n    n_events: 1\n    size: 64\n    dim: 3\n    profiles: [ci]\n"
         "    sha256: null\npublic: []\n")
-    assert main(["data", "verify", "--manifest", str(manifest)]) == 0
+    assert main(["data", "verify", "--manifest", str(manifest)]) == 2
     assert "missing" in capsys.readouterr().out
 
 
 def test_data_make_builds_then_verifies(tmp_path, capsys):
     manifest = tmp_path / "m.yaml"
     manifest.write_text(
-        "data_dir: d\nsimulated:\n  - name: s\n    filename: s.h5\n    generator_version: '1'\n"
+        f"data_dir: d\nsimulated:\n  - name: s\n    filename: s.h5\n"
+        f"    generator_version: '{GENERATOR_VERSION}'\n"
         "    seed: 1\n    n_events: 2\n    size: 64\n    dim: 3\n    profiles: [ci]\n"
         "    sha256: null\npublic: []\n")
     assert main(["data", "make", "--manifest", str(manifest), "--record"]) == 0

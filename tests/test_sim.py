@@ -193,3 +193,16 @@ def test_a_michel_from_a_stopping_muon_is_labelled_michel():
     event = simulate_primaries(np.random.default_rng(1), primary, 128, CFG)
     assert (event.voxels.label == 4).sum() > 0
     assert (event.voxels.label == 1).sum() > 0
+
+
+def test_dist_travel_is_each_particles_path_length(tmp_path):
+    path = simulate(tmp_path / "e.h5", 4, 96, seed=2, workers=1, progress=False)
+    for event in open_dataset(path):
+        rows = event.particles
+        chord = np.sqrt(sum((rows["end_pt"][a] - rows["vtx"][a]) ** 2 for a in "xyz"))
+        travel = rows["dist_travel"]
+        moved = chord > 1e-6
+        assert moved.any() and (travel[moved] > 0).all()
+        assert (travel >= chord - 1e-9).all()  # a path is never shorter than its chord
+        photon = rows["pdg"] == 22
+        np.testing.assert_allclose(travel[photon], chord[photon], atol=1e-9)

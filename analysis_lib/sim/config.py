@@ -9,7 +9,7 @@ from analysis_lib.errors import ConfigError
 from analysis_lib.sim import constants as c
 from analysis_lib.sim import transport as tr
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,8 @@ def particle_rows(event: SimEvent) -> np.ndarray:
     """The particle table as larcv3 particle rows (positions in image cm, energies in MeV).
 
     ``energy_init`` is the total energy, ``energy_deposit`` the energy of the particle's cluster
-    in the image (voxels whose largest contributor it is).
+    in the image (voxels whose largest contributor it is), ``dist_travel`` the path length (cm)
+    followed inside the tracked volume (a photon's: to its first interaction).
     """
     t = event.table
     rows = np.zeros(len(t), dtype=PARTICLE_DTYPE)
@@ -98,6 +99,7 @@ def particle_rows(event: SimEvent) -> np.ndarray:
             rows[field][axis] = t[:, col]
     rows["energy_init"] = ke + mass
     rows["energy_deposit"] = deposit
+    rows["dist_travel"] = t[:, tr.T_LENGTH]
     rows["process"] = [tr.PROCESS_NAMES[int(k)].encode() for k in t[:, tr.T_PROCESS]]
     has_parent = parent >= 0
     rows["parent_trackid"] = np.where(has_parent, parent + 1, 0)

@@ -424,6 +424,8 @@ def _electron(
                 dep, nd, x, y, z, dx, dy, dz, reach, t, owner, sem, prim, table, spacing
             )
             x, y, z = x + reach * dx, y + reach * dy, z + reach * dz
+            if tabled:
+                table[owner, T_LENGTH] += reach
             break
         e_col = min(_lookup(tab, Row.SCOL_ELECTRON, t) * step, t)
         t_rad = t - e_col
@@ -444,6 +446,8 @@ def _electron(
             dep, nd, x, y, z, dx, dy, dz, step, e_col, owner, sem, prim, table, spacing
         )
         x, y, z = x + step * dx, y + step * dy, z + step * dz
+        if tabled:
+            table[owner, T_LENGTH] += step
         t = t_rad
         if t <= 0.0:
             break
@@ -496,6 +500,7 @@ def _photon(
         x, y, z = x + d * dx, y + d * dy, z + d * dz
         if tabled:
             _set_end(table, owner, x, y, z)
+            table[owner, T_LENGTH] = d
             tabled = 0
         if _outside(x, y, z, lo, hi, margin):
             table[owner, T_EOUT] += e
