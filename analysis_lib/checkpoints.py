@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from analysis_lib.errors import DataError, TrainingError
+from analysis_lib.errors import DataError, StorageError, TrainingError
 from analysis_lib.files import atomic_output
 
 if TYPE_CHECKING:
@@ -48,7 +48,11 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
 def save(path: Path, state: dict) -> None:
     """Write a checkpoint atomically (a crash or a full disk leaves the previous ones)."""
     with atomic_output(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as err:  # torch's writer reports a full disk as a RuntimeError
+            raise StorageError(f"cannot write {path}: {str(err).splitlines()[0]}; free some "
+                               f"space or write elsewhere") from None
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:

@@ -156,6 +156,8 @@ def _cmd_michel(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="python -m analysis_lib", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("simulate", help="simulate events into a larcv3 HDF5 file")
@@ -260,11 +262,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a subcommand; library errors print as one line and exit with status 2."""
+    """Run a subcommand; library errors and running out of memory print as one line and exit
+    with status 2 (``--debug`` shows the traceback instead)."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except AnalysisError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (AnalysisError, MemoryError, RuntimeError) as err:
+        if args.debug or not _is_user_error(err):
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """The library's own errors, and out-of-memory on the CPU or a GPU (torch raises a
+    RuntimeError subclass): what a user fixes, not a bug to report."""
+    return isinstance(err, AnalysisError | MemoryError) or type(err).__name__ == "OutOfMemoryError"
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, AnalysisError):
+        return str(err)
+    return (f"out of memory ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            f"); use a smaller --batch-size or image, or fewer --workers")

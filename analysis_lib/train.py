@@ -34,7 +34,7 @@ from analysis_lib.batching import (
 from analysis_lib.data import open_dataset
 from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import ConfigError, TrainingError
-from analysis_lib.files import atomic_output, file_sha256, write_text
+from analysis_lib.files import atomic_output, file_sha256, storage_error, write_text
 from analysis_lib.labels import VoxelClass
 from analysis_lib.metrics import SampleMetrics
 from analysis_lib.models import UResNet
@@ -224,9 +224,12 @@ def _start_folder(out_dir: Path, cfg: TrainConfig, overwrite: bool) -> None:
     if old and not overwrite:
         raise TrainingError(f"{out_dir} holds the checkpoints of a run (up to {old[-1].name}); "
                             f"pass --resume to continue it or --overwrite to start over")
-    for path in [*old, *out_dir.glob("probe_*.npz")]:
-        path.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for path in [*old, *out_dir.glob("probe_*.npz")]:
+            path.unlink()
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise storage_error(err, out_dir) from None
     write_text(out_dir / checkpoints.LOG_NAME, "")
     write_text(out_dir / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1))
 
@@ -252,6 +255,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
     before its step is applied (:class:`TrainingError`); no checkpoint holds non-finite
     weights."""
     out_dir = Path(out_dir)
+    if workers < 0:
+        raise ConfigError(f"workers={workers} must be >= 0 (0: load batches in this process)")
     rank, world = _distributed()
     device = _device()
     dataset = EventDataset(cfg.data, cfg.dim, cfg.projection, _transform(cfg))

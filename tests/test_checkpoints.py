@@ -184,3 +184,35 @@ def test_a_2d_network_is_evaluated_on_the_projection_it_was_trained_on(tmp_path)
     trained_on = evaluate(checkpoint, data)
     assert trained_on == evaluate(checkpoint, data, projection=1)
     assert trained_on != evaluate(checkpoint, data, projection=0)
+
+
+def test_a_full_disk_while_checkpointing_is_one_storage_error(common, tmp_path, monkeypatch):
+    from analysis_lib.errors import StorageError
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(StorageError, match="cannot write .*checkpoint_1.pt: .*free some space"):
+        train(TrainConfig(iterations=1, **common), tmp_path / "run", progress=False)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json",
+                                                                    "metrics.jsonl"]
+
+
+def test_out_of_memory_is_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
+    from analysis_lib import train as train_module
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_module, "evaluate", oom)
+    args = ["evaluate", "--checkpoint", "c.pt", "--data", "d.h5"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith("error: out of memory (OutOfMemoryError: CUDA")
+    with pytest.raises(torch.OutOfMemoryError):
+        main(["--debug", *args])
+
+
+def test_negative_loader_workers_are_refused(common, tmp_path):
+    with pytest.raises(ConfigError, match="workers=-1 must be >= 0"):
+        train(TrainConfig(iterations=1, **common), tmp_path / "run", progress=False, workers=-1)
