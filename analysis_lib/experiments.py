@@ -47,7 +47,7 @@ def code_version(entries: tuple[str, ...] = _CODE) -> str:
 @dataclass(frozen=True)
 class Experiment:
     """A training run and where its artifacts live; a fine-tuning run names its ``parent``,
-    whose final checkpoint is its ``config.init`` and which it trains first."""
+    whose final checkpoint is its ``train_config.init`` and which it trains first."""
 
     config: TrainConfig
     root: Path = ARTIFACTS
@@ -67,6 +67,14 @@ class Experiment:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     @property
+    def train_config(self) -> TrainConfig:
+        """The configuration that trains: a fine-tuning run's ``init`` is its parent's final
+        checkpoint (resolved only here, since naming it hashes the parent's data)."""
+        if self.parent is None:
+            return self.config
+        return dataclasses.replace(self.config, init=str(self.parent.checkpoint))
+
+    @property
     def folder(self) -> Path:
         """``artifacts/<key>``."""
         return self.root / self.key
@@ -82,7 +90,7 @@ class Experiment:
             self.parent.run(progress)
         if not self.checkpoint.exists():
             resume = latest_checkpoint(self.folder) is not None
-            train(self.config, self.folder, resume=resume, progress=progress)
+            train(self.train_config, self.folder, resume=resume, progress=progress)
         return self.checkpoint
 
     def log(self) -> dict:
@@ -145,8 +153,6 @@ def profile_runs(specs: dict[str, dict], data_path: Callable[[str], Path],
             config = TrainConfig(data=str(data_path(spec.pop("data"))), **spec)
         except ConfigError as err:
             raise ConfigError(f"run {name!r}: {err}") from None
-        if parent is not None:
-            config = dataclasses.replace(config, init=str(parent.checkpoint))
         runs[name] = Experiment(config, root, parent)
         return runs[name]
 

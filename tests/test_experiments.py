@@ -50,7 +50,7 @@ def test_profile_runs_share_and_fine_tune(tiny_sample, tmp_path):
     runs = profile_runs(specs, lambda name: tiny_sample, root=tmp_path)
     assert runs["base"].key == runs["same"].key
     assert runs["tuned"].parent is runs["base"]
-    assert runs["tuned"].config.init == str(runs["base"].checkpoint)
+    assert runs["tuned"].train_config.init == str(runs["base"].checkpoint)
     runs["tuned"].run(progress=False)
     assert runs["base"].checkpoint.exists() and runs["tuned"].checkpoint.exists()
 
