@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= ci
 
-.PHONY: test book bench data lint clean
+.PHONY: test book lab bench data lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ test: $(STAMP)
 
 book: $(STAMP)
 	$(PY) -m analysis_lib reproduce --profile $(PROFILE)
+
+# JupyterLab on the text notebooks (jupytext opens each .md as a notebook: Open With >
+# Notebook); each runs top to bottom on the ci profile, or set `profile` in its first cell.
+lab: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[lab]"
+	$(VENV)/bin/jupyter lab --notebook-dir=book/notebooks
 
 bench: $(STAMP)
 	$(PY) benchmarks/simulator.py

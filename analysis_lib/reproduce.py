@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import jupytext
@@ -25,42 +24,7 @@ from analysis_lib.errors import AnalysisError, ConfigError, DataError
 from analysis_lib.experiments import profile_runs, train_all
 from analysis_lib.sim.config import GENERATOR_VERSION
 from analysis_lib.sim.simulate import simulate
-
-ROOT = Path(__file__).resolve().parent.parent
-BOOK = ROOT / "book"
-PROFILES = ("ci", "paper")
-
-
-@dataclass(frozen=True)
-class Profile:
-    """A profile's parameters: shared ones and one mapping per notebook."""
-
-    name: str
-    shared: dict
-    notebooks: dict[str, dict]
-
-    @property
-    def manifest_path(self) -> Path:
-        """The data manifest the profile names (``shared.manifest``), from the repository."""
-        return ROOT / self.shared.get("manifest", "data_manifest.yaml")
-
-
-def load_profile(name: str, book: Path = BOOK) -> Profile:
-    """Read ``book/params/<name>.yaml``; an unknown profile or notebook is a ConfigError."""
-    if name not in PROFILES:
-        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
-    path = book / "params" / f"{name}.yaml"
-    raw = yaml.safe_load(path.read_text())
-    if not isinstance(raw, dict) or set(raw) - {"shared", "notebooks"}:
-        raise ConfigError(f"{path}: expected top-level keys 'shared' and 'notebooks'")
-    notebooks = raw.get("notebooks") or {}
-    sources = {p.stem for p in (book / "notebooks").glob("*.md")}
-    unknown = sorted(set(notebooks) - sources)
-    if unknown:
-        raise ConfigError(f"{path}: parameters for unknown notebook(s) {unknown}; "
-                          f"notebooks are {sorted(sources)}")
-    return Profile(name, dict(raw.get("shared") or {}), {k: dict(v or {}) for k, v in
-                                                          notebooks.items()})
+from analysis_lib.study import BOOK, ROOT, Profile, load_profile
 
 
 def notebook_order(book: Path = BOOK) -> list[str]:
@@ -80,15 +44,6 @@ def execution_order(book: Path = BOOK) -> list[str]:
     """The table of contents' order, with :data:`RUN_LAST` moved to the end."""
     order = notebook_order(book)
     return [n for n in order if n not in RUN_LAST] + [n for n in order if n in RUN_LAST]
-
-
-def declared_parameters(notebook: "jupytext.NotebookNode") -> set[str]:
-    """Names assigned in a notebook's cell tagged ``parameters``."""
-    cell = next((c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])), None)
-    if cell is None:
-        return set()
-    return {line.split("=")[0].strip() for line in cell.source.splitlines()
-            if "=" in line and not line.startswith((" ", "#"))}
 
 
 class BuildError(AnalysisError, RuntimeError):
@@ -117,7 +72,9 @@ def _hide_injected_cell(path: Path) -> None:
 
 
 def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | None = None) -> None:
-    """Run each notebook with papermill; a failing cell stops with the notebook and cell named."""
+    """Run each notebook with papermill, which sets its ``profile``; the notebook asks
+    :func:`analysis_lib.study.chapter` for the rest. A failing cell stops with the notebook
+    and cell named."""
     executed = book / "executed"
     executed.mkdir(exist_ok=True)
     env_path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
@@ -125,9 +82,6 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
     for name in only or execution_order(book):
         source = book / "notebooks" / f"{name}.md"
         notebook = jupytext.read(source)
-        shared = {k: v for k, v in profile.shared.items() if k in declared_parameters(notebook)}
-        params = {"profile": profile.name, "repo_root": str(ROOT), **shared,
-                  **profile.notebooks.get(name, {})}
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                            "language": "python"}
         start = time.perf_counter()
@@ -135,7 +89,8 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
         where = source.relative_to(ROOT) if source.is_relative_to(ROOT) else source
         try:
             papermill.execute_notebook(notebook, str(executed / f"{name}.ipynb"),
-                                       parameters=params, cwd=str(ROOT), kernel_name="python3",
+                                       parameters={"profile": profile.name}, cwd=str(ROOT),
+                                       kernel_name="python3",
                                        progress_bar=False)
         except papermill.PapermillExecutionError as err:
             raise BuildError(f"notebook {where} failed in {_source_cell(notebook, err.source)}: "

@@ -12,16 +12,13 @@ import yaml
 
 from analysis_lib.errors import ConfigError
 from analysis_lib.reproduce import (
-    BOOK,
-    PROFILES,
-    declared_parameters,
     execution_order,
-    load_profile,
     notebook_order,
     plan_runs,
     print_plan,
     train_runs,
 )
+from analysis_lib.study import BOOK, PROFILES, load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "analysis_lib"
@@ -63,24 +60,49 @@ def _requirement_pins(items: list[str]) -> dict[str, str]:
 
 def test_environment_yml_mirrors_pyproject_pins():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = _requirement_pins(project["dependencies"] + project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    wanted = _requirement_pins(project["dependencies"] + extras["dev"] + extras["lab"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert _requirement_pins(pip_section) == wanted
 
 
+def _chapter_attributes(name: str) -> set[str]:
+    """The attributes a notebook reads from its ``ch = chapter(...)`` object."""
+    notebook = jupytext.read(BOOK / "notebooks" / f"{name}.md")
+    used = set()
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            tree = ast.parse(cell.source)
+            used |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                     and isinstance(n.value, ast.Name) and n.value.id == "ch"}
+    return used - {"data", "runs", "data_set_of", "profile", "name"}
+
+
 @pytest.mark.parametrize("profile", PROFILES)
-def test_profile_parameters_exist_in_their_notebooks(profile):
-    params = load_profile(profile)
+def test_each_profile_gives_every_chapter_exactly_the_parameters_it_reads(profile):
+    params = load_profile(profile).notebooks
     for name in notebook_order():
-        declared = declared_parameters(jupytext.read(BOOK / "notebooks" / f"{name}.md"))
-        given = set(params.notebooks.get(name, {}))
-        assert given <= declared, f"{name}: {sorted(given - declared)}"
+        assert set(params.get(name, {})) == _chapter_attributes(name), name
 
 
-def test_every_notebook_is_in_the_table_of_contents():
-    sources = {p.stem for p in (BOOK / "notebooks").glob("*.md")}
-    assert sources == set(notebook_order())
+def test_notebooks_take_only_the_profile_from_papermill():
+    for name in notebook_order():
+        notebook = jupytext.read(BOOK / "notebooks" / f"{name}.md")
+        cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+        assert cell.source.strip() == 'profile = "ci"', name
+
+
+def test_a_chapter_resolves_its_inputs_from_any_folder(tmp_path, monkeypatch):
+    from analysis_lib.study import chapter
+
+    monkeypatch.chdir(tmp_path)
+    ch = chapter("michel")
+    assert ch.michel_run in ch.runs
+    assert ch.data.path_of(ch.data_set).is_absolute()
+    with pytest.raises(AttributeError, match="no parameter 'michel_rum'; did you mean "
+                                             "'michel_run'"):
+        _ = ch.michel_rum
 
 
 def test_unknown_profile_is_a_config_error():
@@ -96,6 +118,14 @@ def test_dry_run_lists_every_run_with_gpu_hours(profile, capsys):
     for row in plan:
         assert row["run"] in out
         assert row["GPU-hours"] > 0
+
+
+def test_dry_run_needs_no_data(tmp_path):
+    import shutil
+
+    manifest = shutil.copy(load_profile("ci").manifest_path, tmp_path / "data_manifest.yaml")
+    plan = plan_runs(load_profile("ci"), Path(manifest))  # tmp_path/data does not exist
+    assert {row["init"] for row in plan} == {"", "main"}
 
 
 def test_dry_run_refuses_a_misspelled_run_setting():
@@ -147,7 +177,8 @@ def _one_notebook_book(book, name: str, cells: list[str]) -> None:
 
 
 def test_a_failing_notebook_is_named_with_its_source_cell(tmp_path):
-    from analysis_lib.reproduce import BuildError, Profile, execute_notebooks
+    from analysis_lib.reproduce import BuildError, execute_notebooks
+    from analysis_lib.study import Profile
 
     _one_notebook_book(tmp_path, "broken", ["x = 1", "y = 1 / 0"])
     with pytest.raises(BuildError, match=r"broken.md failed in code cell 3 \('y = 1 / 0'\): "
@@ -158,7 +189,8 @@ def test_a_failing_notebook_is_named_with_its_source_cell(tmp_path):
 def test_the_injected_parameters_cell_is_removed_from_the_rendered_chapter(tmp_path):
     import nbformat
 
-    from analysis_lib.reproduce import Profile, execute_notebooks
+    from analysis_lib.reproduce import execute_notebooks
+    from analysis_lib.study import Profile
 
     _one_notebook_book(tmp_path, "fine", [])
     execute_notebooks(Profile("ci", {}, {}), book=tmp_path)
