@@ -1,13 +1,16 @@
 """Memory and wall time of a U-ResNet's inference and of one training step.
 
+Each measurement runs in a fresh child process, so that running out of memory ends that
+measurement (a :class:`Measurement` marked ``out_of_memory``, its numbers NaN), not the caller.
 CUDA: ``torch.cuda.max_memory_allocated`` after a reset, synchronized timing, warm-up excluded.
-CPU: a fresh child process runs only that work; its peak resident set size during the work
+CPU: the child runs only that work; its peak resident set size during the work
 (Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``) is reported both absolute
 and minus the child's resident size just before the model runs (after imports, with the model and
 the batch in memory). Wall time is the median of the repeats.
 """
 
 import multiprocessing as mp
+import signal
 import time
 from dataclasses import asdict, dataclass
 from queue import Empty
@@ -51,8 +54,15 @@ class Measurement:
     n_voxels: int
     wall_s_median: float
     wall_s_all: tuple[float, ...]
-    memory_bytes: int
-    memory_delta_bytes: int
+    memory_bytes: float
+    memory_delta_bytes: float
+    out_of_memory: bool = False
+
+    @classmethod
+    def exhausted(cls, mode: str, device: str, n_voxels: int) -> "Measurement":
+        """The row of a measurement that ran out of memory: NaN numbers, marked."""
+        nan = float("nan")
+        return cls(mode, device, n_voxels, nan, (), nan, nan, out_of_memory=True)
 
 
 def _run(model: UResNet, batch: Batch, mode: str, optimizer) -> None:
@@ -111,22 +121,27 @@ def _measure_here(spec: ModelSpec, batch: Batch, mode: str, device: str, repeats
 
 
 def _child(queue, spec, batch, mode, device, repeats, warmup) -> None:
+    """Measure in this (child) process and report the result, or that memory ran out. On the
+    CPU without warm-up: a warm-up would set the peak before the baseline."""
     torch.set_num_threads(torch.get_num_threads())
-    queue.put(asdict(_measure_here(spec, batch, mode, device, repeats, 0)))
+    try:
+        warm = warmup if device.startswith("cuda") else 0
+        queue.put(asdict(_measure_here(spec, batch, mode, device, repeats, warm)))
+    except (MemoryError, torch.OutOfMemoryError):
+        queue.put({"out_of_memory": True})
 
 
 def measure(spec: ModelSpec, batch: Batch, mode: str = "inference", device: str = "cpu",
             repeats: int = 3, warmup: int = 1) -> Measurement:
-    """Memory and median wall time of ``mode`` on ``batch``.
-
-    On CPU the work runs in a fresh child process (spawned, so the parent's memory does not
-    count) without warm-up, since a warm-up would set the peak before the baseline; the first
-    of the repeats then includes one-time costs, which the median discards.
+    """Memory and median wall time of ``mode`` on ``batch``, measured in a spawned child
+    process (the parent's memory does not count). On the CPU there is no warm-up, since a
+    warm-up would set the peak before the baseline; the first of the repeats then includes
+    one-time costs, which the median discards. Running out of memory (an out-of-memory error,
+    or the child killed by SIGKILL: the kernel's out-of-memory killer) gives
+    :meth:`Measurement.exhausted`; any other failure is a :class:`ResourceError`.
     """
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r}; choose one of {MODES}")
-    if device.startswith("cuda"):
-        return _measure_here(spec, batch, mode, device, repeats, warmup)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     child = ctx.Process(target=_child, args=(queue, spec, batch, mode, device, repeats, warmup))
@@ -137,11 +152,14 @@ def measure(spec: ModelSpec, batch: Batch, mode: str = "inference", device: str 
             break
         except Empty:
             if not child.is_alive():
+                if child.exitcode == -signal.SIGKILL:
+                    return Measurement.exhausted(mode, device, len(batch.coords))
                 raise ResourceError(
                     f"the measuring process ended with exit code {child.exitcode} before "
-                    f"reporting ({spec.backend}, {mode}, {len(batch.coords)} voxels); a "
-                    f"negative code is a signal, -9 usually means it ran out of memory"
+                    f"reporting ({spec.backend}, {mode}, {len(batch.coords)} voxels)"
                 ) from None
     child.join()
+    if result.get("out_of_memory"):
+        return Measurement.exhausted(mode, device, len(batch.coords))
     result["wall_s_all"] = tuple(result["wall_s_all"])
     return Measurement(**result)

@@ -1,6 +1,9 @@
 """Cached runs and resource measurements."""
 
 import dataclasses
+import math
+import os
+import signal
 
 import pytest
 
@@ -36,6 +39,28 @@ def test_measure_reports_time_and_memory_on_cpu(tiny_sample, mode):
     assert result.n_voxels == len(batch.coords)
     assert result.wall_s_median > 0
     assert result.memory_bytes > result.memory_delta_bytes >= 0
+
+
+class _OutOfMemorySpec(ModelSpec):
+    """A network whose construction runs out of memory (in the measuring child)."""
+
+    def build(self):
+        raise MemoryError
+
+
+class _KilledSpec(ModelSpec):
+    """A network whose measuring child is killed, as the kernel's out-of-memory killer does."""
+
+    def build(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("spec", [_OutOfMemorySpec, _KilledSpec])
+def test_running_out_of_memory_is_a_marked_row_not_a_crash(tiny_sample, spec):
+    batch = first_events(str(tiny_sample), 1)
+    result = measure(spec(3, 3, 4, "sparse"), batch, "train", "cpu", repeats=1)
+    assert result.out_of_memory and math.isnan(result.wall_s_median)
+    assert result.n_voxels == len(batch.coords)
 
 
 def test_measure_rejects_unknown_mode(tiny_sample):

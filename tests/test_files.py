@@ -68,3 +68,13 @@ def test_simulate_refuses_an_existing_output_before_simulating(tmp_path, capsys)
 def test_simulate_refuses_zero_events(tmp_path):
     with pytest.raises(ConfigError, match="n_events=0 must be >= 1"):
         simulate(tmp_path / "e.h5", 0, 16, 0)
+
+
+def test_simulate_refuses_to_start_on_a_disk_too_full_for_its_file(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(
+        10**9, 10**9 - 10**5, 10**5))
+    with pytest.raises(StorageError, match="GiB free; 100 events of 512 px need about"):
+        simulate(tmp_path / "new" / "e.h5", 100, 512, 0)
+    assert not (tmp_path / "new").exists()
