@@ -24,9 +24,19 @@ from analysis_lib.files import file_sha256, write_text
 from analysis_lib.train import TrainConfig, evaluate, read_log, train
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "artifacts"
-#: The modules whose source decides what a training run computes.
-_CODE = ("models", "sparse", "train.py", "checkpoints.py", "batching.py", "data/relabel.py")
+#: The modules whose source decides what a training run computes: the network, the engine,
+#: the loop and its checkpoints, batching, the data readers and relabeling, the class ids.
+_CODE = ("models", "sparse", "train.py", "checkpoints.py", "batching.py", "data", "labels.py")
+
+
+def artifacts_folder() -> Path:
+    """Where trained runs are cached: ``$ANALYSIS_LIB_ARTIFACTS`` if set, else ``artifacts/``
+    of the source checkout the package runs from, else of the working folder (an installed
+    package must not write into site-packages)."""
+    if os.environ.get("ANALYSIS_LIB_ARTIFACTS"):
+        return Path(os.environ["ANALYSIS_LIB_ARTIFACTS"])
+    checkout = ROOT if (ROOT / "pyproject.toml").is_file() else Path.cwd()
+    return checkout / "artifacts"
 
 
 @functools.cache
@@ -50,7 +60,7 @@ class Experiment:
     whose final checkpoint is its ``train_config.init`` and which it trains first."""
 
     config: TrainConfig
-    root: Path = ARTIFACTS
+    root: Path = dataclasses.field(default_factory=artifacts_folder)
     parent: "Experiment | None" = None
 
     @cached_property
@@ -133,7 +143,7 @@ def _check_keys(name: str, spec: Mapping) -> None:
 
 
 def profile_runs(specs: dict[str, dict], data_path: Callable[[str], Path],
-                 root: Path = ARTIFACTS) -> dict[str, Experiment]:
+                 root: Path | None = None) -> dict[str, Experiment]:
     """The named runs of a profile (``shared.runs``): each spec holds :class:`TrainConfig`
     fields, with ``data`` a data-set name (``data_path`` gives its file) and ``init``, if any,
     the name of the run to fine-tune. Chapters that name the same run share its training."""
@@ -153,7 +163,7 @@ def profile_runs(specs: dict[str, dict], data_path: Callable[[str], Path],
             config = TrainConfig(data=str(data_path(spec.pop("data"))), **spec)
         except ConfigError as err:
             raise ConfigError(f"run {name!r}: {err}") from None
-        runs[name] = Experiment(config, root, parent)
+        runs[name] = Experiment(config, root or artifacts_folder(), parent)
         return runs[name]
 
     for name in specs:

@@ -27,6 +27,12 @@ def test_run_is_cached_and_keyed_by_config(tiny_sample, tmp_path):
     assert len(list(run.folder.glob("eval_*.json"))) == 1
 
 
+def test_the_artifacts_folder_can_be_moved(tiny_sample, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANALYSIS_LIB_ARTIFACTS", str(tmp_path / "elsewhere"))
+    run = profile_runs({"a": {"data": "tiny", "depth": 3}}, lambda name: tiny_sample)["a"]
+    assert run.folder.parent == tmp_path / "elsewhere"
+
+
 def test_code_version_is_stable():
     assert code_version() == code_version()
     assert len(code_version()) == 16
