@@ -1,5 +1,14 @@
 """The library's own exceptions: one base class, one subclass per domain."""
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(key: str, options: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the option nearest a misspelt ``key``, else ``""``."""
+    near = difflib.get_close_matches(str(key), list(options), n=1)
+    return f"; did you mean {near[0]!r}?" if near else ""
+
 
 class AnalysisError(Exception):
     """Base class of every error this library raises on purpose."""

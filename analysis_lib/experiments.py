@@ -3,7 +3,6 @@ configuration, the sha256 of its data file and the source of the code that train
 notebooks reuse a trained model and any change of config, data or code trains a new one."""
 
 import dataclasses
-import difflib
 import functools
 import hashlib
 import json
@@ -19,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from analysis_lib.checkpoints import latest_checkpoint
-from analysis_lib.errors import AnalysisError, ConfigError
+from analysis_lib.errors import AnalysisError, ConfigError, did_you_mean
 from analysis_lib.files import file_sha256, write_text
+from analysis_lib.study import ROOT
 from analysis_lib.train import TrainConfig, evaluate, read_log, train
 
-ROOT = Path(__file__).resolve().parent.parent
 #: The modules whose source decides what a training run computes: the network, the engine,
 #: the loop and its checkpoints, batching, the data readers and relabeling, the class ids.
 _CODE = ("models", "sparse", "train.py", "checkpoints.py", "batching.py", "data", "labels.py")
@@ -137,8 +136,7 @@ def _check_keys(name: str, spec: Mapping) -> None:
         raise ConfigError(f"run {name!r} names no data set (key 'data')")
     for key in spec:
         if key not in fields:
-            near = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else f"; settings are {fields}"
+            hint = did_you_mean(key, fields) or f"; settings are {fields}"
             raise ConfigError(f"run {name!r}: unknown setting {key!r}{hint}")
 
 

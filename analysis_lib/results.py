@@ -12,8 +12,8 @@ import pandas as pd
 
 from analysis_lib.errors import DataError
 from analysis_lib.files import write_text
+from analysis_lib.study import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 #: Where the chapters' results go; ``ANALYSIS_LIB_RESULTS`` overrides it.
 DEFAULT_FOLDER = ROOT / "book" / "executed" / "results"
 

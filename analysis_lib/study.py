@@ -8,7 +8,6 @@ parameters as attributes (``ch.michel_run``). The same call serves papermill, wh
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from analysis_lib.data.manifest import Manifest, load_manifest
-from analysis_lib.errors import ConfigError
+from analysis_lib.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from analysis_lib.experiments import Experiment
@@ -91,10 +90,8 @@ class Chapter:
         params = self.__dict__.get("params", {})
         if key in params:
             return params[key]
-        near = difflib.get_close_matches(key, list(params), n=1)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
         raise AttributeError(f"the {self.profile.name} profile gives chapter {self.name!r} no "
-                             f"parameter {key!r}{hint}")
+                             f"parameter {key!r}{did_you_mean(key, params)}")
 
 
 def chapter(name: str, profile: str = "ci") -> Chapter:
