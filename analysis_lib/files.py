@@ -5,12 +5,14 @@ into a temporary file of its own beside the target, flushes it to disk and renam
 place: a crash leaves the previous file, and two writers never share a half-written file.
 Where an existing file must not be replaced, the rename is a hard link, which fails if the
 target appeared meanwhile, so a concurrent writer gets an error and the first result stays.
+A writer of a whole folder (a training) holds the folder's lock while it runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import uuid
@@ -93,3 +95,31 @@ def write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> Pa
     with atomic_output(path, overwrite) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder``'s lock (created with the folder) for the block, or raise a one-line
+    :class:`StorageError` naming the process that holds it. The kernel releases the lock when
+    its holder exits, so a crashed writer never leaves the folder locked."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / LOCK_NAME).touch()
+    except OSError as err:
+        raise storage_error(err, folder) from None
+    with open(folder / LOCK_NAME, "r+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise StorageError(f"{folder} is in use by {holder}; wait for it to finish or "
+                               f"choose another folder") from None
+        handle.truncate(0)
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        yield folder

@@ -5,6 +5,7 @@ over the events of the batch), optional per-event class weights, checkpoints tha
 a JSON-lines log, bf16 autocast (CPU and CUDA) and data-parallel training with ``torchrun``.
 """
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -34,7 +35,13 @@ from analysis_lib.batching import (
 from analysis_lib.data import open_dataset
 from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import ConfigError, TrainingError
-from analysis_lib.files import atomic_output, file_sha256, storage_error, write_text
+from analysis_lib.files import (
+    atomic_output,
+    file_sha256,
+    folder_lock,
+    storage_error,
+    write_text,
+)
 from analysis_lib.labels import VoxelClass
 from analysis_lib.metrics import SampleMetrics
 from analysis_lib.models import UResNet
@@ -253,11 +260,18 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
     the uninterrupted run exactly on CPU (same batches, same optimizer state), and refuses a
     checkpoint of another configuration or data. A non-finite loss or gradient stops the run
     before its step is applied (:class:`TrainingError`); no checkpoint holds non-finite
-    weights."""
+    weights. The run folder is locked while training runs: a second training into it is
+    refused."""
     out_dir = Path(out_dir)
     if workers < 0:
         raise ConfigError(f"workers={workers} must be >= 0 (0: load batches in this process)")
     rank, world = _distributed()
+    with folder_lock(out_dir) if rank == 0 else contextlib.nullcontext():
+        return _train(cfg, out_dir, resume, progress, workers, overwrite, rank, world)
+
+
+def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, workers: int,
+           overwrite: bool, rank: int, world: int) -> Path:
     device = _device()
     dataset = EventDataset(cfg.data, cfg.dim, cfg.projection, _transform(cfg))
     torch.manual_seed(cfg.seed)

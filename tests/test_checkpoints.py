@@ -1,6 +1,8 @@
 """Run folders: resume proves it is the same run, divergence saves nothing bad, faults fall back."""
 
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,8 @@ from analysis_lib import train as train_module
 from analysis_lib.checkpoints import checkpoints, latest_checkpoint, load
 from analysis_lib.cli import main
 from analysis_lib.data import open_dataset
-from analysis_lib.errors import ConfigError, TrainingError
+from analysis_lib.errors import ConfigError, StorageError, TrainingError
+from analysis_lib.files import file_sha256
 from analysis_lib.train import TrainConfig, read_log, train
 
 
@@ -68,6 +71,28 @@ def test_a_new_run_into_an_old_folder_is_refused_unless_overwrite(common, three_
     train(cfg, three_done, progress=False, overwrite=True)
     assert [p.name for p in checkpoints(three_done)] == ["checkpoint_2.pt"]
     assert read_log(three_done)["iteration"].tolist() == [1, 2]
+
+
+def test_a_second_training_into_a_folder_in_use_is_refused(common, three_done, tmp_path):
+    """Another process holds the run folder (as a running training does): a training into it,
+    resumed or new, fails in one line naming the holder, and the folder's checkpoint stays."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from analysis_lib.files import folder_lock\n"
+         f"with folder_lock({str(three_done)!r}):\n print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = file_sha256(three_done / "checkpoint_3.pt")
+        for kwargs in ({"resume": True}, {"overwrite": True}):
+            with pytest.raises(StorageError, match=f"in use by process {holder.pid}"):
+                train(TrainConfig(iterations=6, checkpoint_every=3, **common), three_done,
+                      progress=False, **kwargs)
+        assert file_sha256(three_done / "checkpoint_3.pt") == before
+    finally:
+        holder.communicate("")
+    train(TrainConfig(iterations=6, checkpoint_every=3, **common), three_done, resume=True,
+          progress=False)  # the holder exited, so its lock went with it
+    assert latest_checkpoint(three_done).name == "checkpoint_6.pt"
 
 
 def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(common, tmp_path):
@@ -187,15 +212,13 @@ def test_a_2d_network_is_evaluated_on_the_projection_it_was_trained_on(tmp_path)
 
 
 def test_a_full_disk_while_checkpointing_is_one_storage_error(common, tmp_path, monkeypatch):
-    from analysis_lib.errors import StorageError
-
     def full(*args, **kwargs):
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
 
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(StorageError, match="cannot write .*checkpoint_1.pt: .*free some space"):
         train(TrainConfig(iterations=1, **common), tmp_path / "run", progress=False)
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json",
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock", "config.json",
                                                                     "metrics.jsonl"]
 
 
