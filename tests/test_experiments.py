@@ -6,6 +6,7 @@ import os
 import signal
 
 import pytest
+import torch
 
 from analysis_lib.batching import first_events
 from analysis_lib.errors import AnalysisError, ConfigError
@@ -54,6 +55,13 @@ class _OutOfMemorySpec(ModelSpec):
         raise MemoryError
 
 
+class _CudaOutOfMemorySpec(ModelSpec):
+    """A network whose construction raises the error a GPU out of memory raises."""
+
+    def build(self):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
 class _KilledSpec(ModelSpec):
     """A network whose measuring child is killed, as the kernel's out-of-memory killer does."""
 
@@ -61,7 +69,7 @@ class _KilledSpec(ModelSpec):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-@pytest.mark.parametrize("spec", [_OutOfMemorySpec, _KilledSpec])
+@pytest.mark.parametrize("spec", [_OutOfMemorySpec, _CudaOutOfMemorySpec, _KilledSpec])
 def test_running_out_of_memory_is_a_marked_row_not_a_crash(tiny_sample, spec):
     batch = first_events(str(tiny_sample), 1)
     result = measure(spec(3, 3, 4, "sparse"), batch, "train", "cpu", repeats=1)

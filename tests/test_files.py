@@ -78,3 +78,28 @@ def test_simulate_refuses_to_start_on_a_disk_too_full_for_its_file(tmp_path, mon
     with pytest.raises(StorageError, match="GiB free; 100 events of 512 px need about"):
         simulate(tmp_path / "new" / "e.h5", 100, 512, 0)
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["simulate", "--out", "{out}/e.h5", "--events", "1", "--size", "16", "--seed", "1",
+     "--workers", "1"],
+    ["train", "--data", "{data}", "--out", "{out}/run", "--depth", "3", "--filters", "4",
+     "--batch-size", "2", "--iterations", "1"],
+])
+def test_a_read_only_folder_is_one_line_naming_it(command, tiny_sample, tmp_path, capsys,
+                                                  monkeypatch):
+    """Writing under a read-only folder (simulated: as root, chmod does not stop a writer)."""
+    import errno
+    import os
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr("pathlib.Path.mkdir", read_only)
+    args = [a.format(out=tmp_path / "ro", data=tiny_sample) for a in command]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = [line for line in err.replace("\r", "\n").splitlines() if "error" in line]
+    assert line.startswith(f"error: cannot write {tmp_path / 'ro'}")
+    assert line.endswith("Read-only file system; choose a folder on a writable file system")

@@ -217,8 +217,9 @@ def simulate(
     _check_space(path, n_events, size)
     workers = workers or os.cpu_count() or 1
     jobs = [(seed, i, size, dim, cfg) for i in range(n_events)]
-    bar = tqdm(total=n_events, desc=f"simulate {path.name}", unit="ev", disable=not progress)
     with atomic_output(path, overwrite) as tmp, Larcv3Writer(tmp) as writer:
+        bar = tqdm(total=n_events, desc=f"simulate {path.name}", unit="ev",
+                   disable=not progress)
         if workers == 1:
             results = map(_simulate_products, jobs)
             pool = None
@@ -231,7 +232,7 @@ def simulate(
                 writer.write_event(0, 0, i, **products)
                 bar.update()
         finally:
+            bar.close()
             if pool is not None:
                 pool.terminate()
-    bar.close()
     return path
