@@ -2,6 +2,7 @@
 reproduce|findings``."""
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -110,7 +111,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from analysis_lib.train import evaluate
+    from analysis_lib.inference import evaluate
 
     result = evaluate(args.checkpoint, args.data, args.batch_size, relabeled=args.relabeled,
                       projection=args.projection, predictions=args.predictions)
@@ -136,21 +137,22 @@ def _cmd_michel(args: argparse.Namespace) -> None:
     if args.checkpoint is None:
         candidates, truths = michel.reconstruct(michel.relabeled_truth(args.data))
     else:
-        from analysis_lib.train import load_model, predict
+        from analysis_lib.inference import load_model, predict
 
         model, cfg = load_model(args.checkpoint)
         candidates, truths = michel.reconstruct(
-            (p["event"], p["pred"]) for p in predict(model, args.data, relabeled=True,
+            (p.event, p.pred) for p in predict(model, args.data, relabeled=True,
                                                       projection=cfg.projection))
     result = {"no cut": michel.summarize(candidates, truths),
               f">= {michel.ANALYSIS_CUT} voxels": michel.summarize(candidates, truths,
                                                                   michel.ANALYSIS_CUT)}
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps({cut: dataclasses.asdict(s) for cut, s in result.items()}))
         return
-    for cut, row in result.items():
+    for cut, summary in result.items():
         print(f"{cut}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                     for k, v in row.items()))
+                                     for k, v in zip(michel.TABLE6_ROWS, summary.column(),
+                                                     strict=True)))
 
 
 def build_parser() -> argparse.ArgumentParser:

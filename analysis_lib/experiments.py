@@ -20,8 +20,9 @@ import numpy as np
 from analysis_lib.checkpoints import latest_checkpoint
 from analysis_lib.errors import AnalysisError, ConfigError, did_you_mean
 from analysis_lib.files import file_sha256, write_text
+from analysis_lib.inference import evaluate
 from analysis_lib.study import ROOT
-from analysis_lib.train import TrainConfig, evaluate, read_log, train
+from analysis_lib.train import TrainConfig, read_log, train
 
 #: The modules whose source decides what a training run computes: the network, the engine,
 #: the loop and its checkpoints, batching, the data readers and relabeling, the class ids.

@@ -20,6 +20,7 @@ from analysis_lib import paper
 from analysis_lib.errors import DataError
 from analysis_lib.files import write_text
 from analysis_lib.labels import CLASS_NAMES, VoxelClass
+from analysis_lib.michel import MichelSummary
 
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable"
 
@@ -314,15 +315,17 @@ def _relabeling(r: Results) -> list[Part]:
 
 
 def _michel_table(r: Results) -> list[Part]:
-    michel = r.get("michel", {}).get("network")
-    if not michel:
+    record = r.get("michel", {}).get("network")
+    if not record:
         return _missing("Michel")
-    if michel["true Michels"] < 50:
-        return [Part(None, f"only {michel['true Michels']} true Michel electrons in the sample")]
-    keys = ("ID efficiency", "ID purity", "cluster efficiency", "cluster purity")
-    values = {k: michel[k] if michel[k] is not None else math.nan for k in keys}
-    close = all(abs(values[k] - paper.TABLE6[k][0]) <= 0.05 for k in keys)
-    return [Part(close, ", ".join(f"{k} {values[k]:.1%}" for k in keys))]
+    michel = MichelSummary.from_record(record)
+    if michel.true_michels < 50:
+        return [Part(None, f"only {michel.true_michels} true Michel electrons in the sample")]
+    values = {"ID efficiency": michel.id_efficiency, "ID purity": michel.id_purity,
+              "cluster efficiency": michel.cluster_efficiency,
+              "cluster purity": michel.cluster_purity}
+    close = all(abs(v - paper.TABLE6[k][0]) <= 0.05 for k, v in values.items())
+    return [Part(close, ", ".join(f"{k} {v:.1%}" for k, v in values.items()))]
 
 
 def _michel_spectrum(r: Results) -> list[Part]:

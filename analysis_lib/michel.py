@@ -7,9 +7,11 @@ and the study's identification and clustering efficiency and purity follow from 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -163,11 +165,10 @@ def match_event(event: Event, pred: np.ndarray, relabeled: bool = True,
 
 def relabeled_truth(path: str | os.PathLike) -> Iterator[tuple[Event, np.ndarray]]:
     """``(event, relabeled true labels)`` of every event of a file: the input that gives the
-    reconstruction's ceiling, a perfect segmentation."""
+    reconstruction's ceiling, a perfect segmentation. The events keep their regular labels."""
     with open_dataset(path) as events:
         for event in events:
-            event.label = relabel(event.label, event.prim_ion)
-            yield event, event.label
+            yield event, relabel(event.label, event.prim_ion)
 
 
 def reconstruct(predictions: Iterable[tuple[Event, np.ndarray]], relabeled: bool = True,
@@ -183,7 +184,38 @@ def reconstruct(predictions: Iterable[tuple[Event, np.ndarray]], relabeled: bool
         truths, columns=["event", "true_id", "true_voxels", "true_energy", "true_kinetic_energy"])
 
 
-def summarize(candidates: pd.DataFrame, truths: pd.DataFrame, min_voxels: int = 0) -> dict:
+@dataclass(frozen=True)
+class MichelSummary:
+    """The study's Table VI metrics of one sample; NaN where undefined (no candidate, or no
+    true Michel electron)."""
+
+    sample_size: int
+    candidates: int
+    true_michels: int
+    id_purity: float
+    id_efficiency: float
+    cluster_efficiency: float
+    cluster_purity: float
+    both_above_95: float
+
+    def column(self) -> list[float]:
+        """The values in the order of :data:`TABLE6_ROWS`."""
+        return [getattr(self, field) for field in TABLE6_FIELDS]
+
+    @classmethod
+    def from_record(cls, record: dict) -> MichelSummary:
+        """Read one back from a chapter's recorded results (JSON writes NaN as null)."""
+        return cls(**{k: math.nan if v is None else v for k, v in record.items()})
+
+
+#: Table VI's rows, in the study's order, and the summary field of each.
+TABLE6_FIELDS = tuple(f.name for f in dataclasses.fields(MichelSummary))
+TABLE6_ROWS = ("sample size", "candidates", "true Michels", "ID purity", "ID efficiency",
+               "cluster efficiency", "cluster purity", "both above 95 %")
+
+
+def summarize(candidates: pd.DataFrame, truths: pd.DataFrame,
+              min_voxels: int = 0) -> MichelSummary:
     """The study's Table VI metrics, keeping candidates of at least ``min_voxels`` voxels.
 
     ID efficiency counts the distinct true Michels that some candidate matches (so it cannot
@@ -198,25 +230,14 @@ def summarize(candidates: pd.DataFrame, truths: pd.DataFrame, min_voxels: int = 
     efficiency = matched["overlap"] / matched["true_voxels"]
     purity = matched["overlap"] / matched["voxels"]
     found = len(matched[["event", "true_id"]].drop_duplicates())
-    return {
-        "sample size": len(matched),
-        "candidates": len(found_all),
-        "true Michels": len(truths),
-        "ID purity": len(matched) / len(kept) if len(kept) else math.nan,
-        "ID efficiency": found / len(truths) if len(truths) else math.nan,
-        "cluster efficiency": float(efficiency.mean()) if len(matched) else math.nan,
-        "cluster purity": float(purity.mean()) if len(matched) else math.nan,
-        "both above 95 %": float(((efficiency > 0.95) & (purity > 0.95)).mean())
+    return MichelSummary(
+        sample_size=len(matched),
+        candidates=len(found_all),
+        true_michels=len(truths),
+        id_purity=len(matched) / len(kept) if len(kept) else math.nan,
+        id_efficiency=found / len(truths) if len(truths) else math.nan,
+        cluster_efficiency=float(efficiency.mean()) if len(matched) else math.nan,
+        cluster_purity=float(purity.mean()) if len(matched) else math.nan,
+        both_above_95=float(((efficiency > 0.95) & (purity > 0.95)).mean())
         if len(matched) else math.nan,
-    }
-
-
-#: The rows of Table VI, in the study's order.
-TABLE6_ROWS = ("sample size", "candidates", "true Michels", "ID purity", "ID efficiency",
-               "cluster efficiency", "cluster purity", "both above 95 %")
-
-
-def table6_column(candidates: pd.DataFrame, truths: pd.DataFrame, min_voxels: int = 0) -> list:
-    """One column of Table VI: :func:`summarize` in the order of :data:`TABLE6_ROWS`."""
-    summary = summarize(candidates, truths, min_voxels)
-    return [summary[row] for row in TABLE6_ROWS]
+    )

@@ -1,6 +1,7 @@
 """Each chapter's measured results, kept as JSON beside the executed notebooks so that the
 findings page judges the study's claims on exactly the numbers the chapters show."""
 
+import dataclasses
 import json
 import math
 import os
@@ -24,8 +25,10 @@ def folder() -> Path:
 
 
 def _plain(value: object) -> object:
-    """JSON-ready copy: numpy scalars, arrays and pandas series to Python, NaN to None, keys
-    to strings."""
+    """JSON-ready copy: result objects (dataclasses) to their fields, numpy scalars, arrays
+    and pandas series to Python, NaN to None, keys to strings."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, np.ndarray | pd.Series):

@@ -1,4 +1,4 @@
-"""Training and evaluation of the U-ResNet.
+"""Training of the U-ResNet (its inference is in :mod:`analysis_lib.inference`).
 
 Adam on the study's loss (softmax cross-entropy averaged per event over its nonzero voxels, then
 over the events of the batch), optional per-event class weights, checkpoints that resume exactly,
@@ -12,7 +12,6 @@ import math
 import os
 import resource
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,18 +31,15 @@ from analysis_lib.batching import (
     grid_symmetries,
     loader,
 )
-from analysis_lib.data import open_dataset
 from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import ConfigError, TrainingError
 from analysis_lib.files import (
-    atomic_output,
     file_sha256,
     folder_lock,
     storage_error,
     write_text,
 )
 from analysis_lib.labels import VoxelClass
-from analysis_lib.metrics import SampleMetrics
 from analysis_lib.models import UResNet
 
 SCHEDULES = ("step", "cosine")
@@ -369,74 +365,6 @@ def _save_probe(path: Path, model: UResNet, probe: Batch) -> None:
     np.savez_compressed(path, coords=probe.coords[:, 1:].cpu().numpy(),
                         energy=probe.feats[:, 0].cpu().numpy(),
                         label=probe.labels.cpu().numpy(), probs=probs.cpu().numpy())
-
-
-def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
-               ) -> tuple[UResNet, TrainConfig]:
-    """The network of a checkpoint, in eval mode, and its training configuration."""
-    state = checkpoints.load(checkpoint, device)
-    cfg = TrainConfig(**state["config"])
-    model = cfg.model()
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg
-
-
-def predict(model: UResNet, data: str | os.PathLike, batch_size: int = 4, relabeled: bool = False,
-            device: str | torch.device = "cpu", projection: int = 0) -> Iterator[dict]:
-    """Per event of ``data`` (projection ``projection`` of a 2D file): ``{"event": Event,
-    "probs": (N, 5), "pred": (N,)}`` (numpy), the event's labels, where it has them,
-    relabeled when ``relabeled``."""
-    if batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size} must be >= 1")
-    with open_dataset(data, dim=model.dim, projection=projection) as events:
-        size = int(events.meta.size_px[0])
-        for first in range(0, len(events), batch_size):
-            chunk = [events[i] for i in range(first, min(first + batch_size, len(events)))]
-            if relabeled:
-                chunk = [dataclasses.replace(e, label=relabel(e.label, e.prim_ion))
-                         if e.label is not None else e for e in chunk]
-            batch: Batch = collate(chunk, size).to(device)
-            with torch.no_grad():
-                probs = torch.softmax(model(batch.coords, batch.feats, size).float(), 1)
-            index = batch.coords[:, 0].cpu().numpy()
-            probs = probs.cpu().numpy()
-            for i, event in enumerate(chunk):
-                mine = index == i
-                yield {"event": event, "probs": probs[mine], "pred": probs[mine].argmax(1)}
-
-
-def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, batch_size: int = 4,
-             relabeled: bool = False, device: str | torch.device = "cpu",
-             projection: int | None = None, predictions: str | os.PathLike | None = None
-             ) -> dict:
-    """The study's metrics of a trained network on the labelled events of a sample (see
-    :class:`SampleMetrics`; ``n_unlabeled`` counts the others). A 2D network reads the
-    projection it was trained on unless ``projection`` says otherwise. With ``predictions``,
-    every voxel's event, coordinates, predicted class and scores are saved there (``.npz``),
-    labelled or not."""
-    model, cfg = load_model(checkpoint, device)
-    metrics, unlabeled, kept = SampleMetrics(), 0, []
-    view = cfg.projection if projection is None else projection
-    for event in predict(model, data, batch_size, relabeled, device, view):
-        if event["event"].label is None:
-            unlabeled += 1
-        else:
-            metrics.update(event["pred"], event["event"].label)
-        if predictions is not None:
-            kept.append(event)
-    if predictions is not None:
-        _save_predictions(Path(predictions), kept)
-    return metrics.summary() | {"n_unlabeled": unlabeled}
-
-
-def _save_predictions(path: Path, events: list[dict]) -> None:
-    """Per voxel: event index, coordinates, predicted class and class scores."""
-    arrays = {"event": np.concatenate([np.full(len(e["pred"]), e["event"].index) for e in events]),
-              "coords": np.concatenate([e["event"].coords for e in events]),
-              "pred": np.concatenate([e["pred"] for e in events]),
-              "probs": np.concatenate([e["probs"] for e in events])}
-    with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
 
 
 def read_log(out_dir: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -75,8 +75,9 @@ def _good() -> dict:
             "train relabeled + weights / test relabeled": _summary(
                 0.9, classwise=(.9, .9, .9, .7, .7))}},
         "michel": {
-            "network": {"true Michels": 60, "ID efficiency": 0.93, "ID purity": 0.95,
-                        "cluster efficiency": 0.94, "cluster purity": 0.96},
+            "network": {"sample_size": 56, "candidates": 59, "true_michels": 60,
+                        "id_purity": 0.95, "id_efficiency": 0.93, "cluster_efficiency": 0.94,
+                        "cluster_purity": 0.96, "both_above_95": 0.8},
             "spectrum": {"cut": 10, "candidates": [3] * 10 + list(range(10, 60)),
                          "true": [4] * 2 + list(range(10, 60))}},
     }
@@ -104,7 +105,7 @@ def test_no_results_make_every_claim_untestable():
     (9, ("mistakes", "boundary", "MIP", "near_wrong"), 100 * 0.1),
     (10, ("relabeling", "table5", "train relabeled / test relabeled", "classwise_accuracy"),
      [.9, .9, .9, .6, .35]),
-    (11, ("michel", "network", "ID purity"), 0.5),
+    (11, ("michel", "network", "id_purity"), 0.5),
     (12, ("michel", "spectrum", "candidates"), [3] + list(range(10, 60))),
 ])
 def test_claim_fails_when_its_numbers_say_so(claim, path, value):
@@ -135,7 +136,7 @@ def test_filter_claim_needs_two_depths_and_wall_time_is_gpu_only():
 
 def test_small_michel_sample_is_untestable():
     res = _good()
-    res["michel"]["network"]["true Michels"] = 20
+    res["michel"]["network"]["true_michels"] = 20
     assert _status(res)[11] == NOT_TESTABLE
 
 
