@@ -110,8 +110,14 @@ def misclassified_by_distance(distance: np.ndarray, labels: np.ndarray, wrong: n
     return total, mistaken
 
 
+#: Figure 12 as two numbers per class: voxels closer than NEAR_PX to the boundary against
+#: those at FAR_PX or more (the study's rise is below ~5 px).
+NEAR_PX, FAR_PX = 4, 8
+
+
 def near_and_far_mistakes(distance: np.ndarray, labels: np.ndarray, wrong: np.ndarray,
-                          near: float, far: float, num_classes: int = NUM_CLASSES) -> list[dict]:
+                          near: float = NEAR_PX, far: float = FAR_PX,
+                          num_classes: int = NUM_CLASSES) -> list[dict]:
     """Per class: voxels and misclassified voxels closer than ``near`` to the boundary and at
     ``far`` or more (Figure 12 as two numbers per class)."""
     rows = []

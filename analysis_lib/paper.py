@@ -65,3 +65,6 @@ BOTH_ABOVE_95 = 0.898
 
 #: Figure 2 and the learning curves: the study's best sparse accuracy at 192 px (batch 64).
 SPARSE_192_BATCH64_ACCURACY = TABLE2["sparse · 192 px · batch 64"][0]
+
+#: Figure 13 shows the worst images: the 0.05 % of lowest nonzero accuracy.
+WORST_IMAGES_FRACTION = 0.0005

@@ -12,10 +12,11 @@ import numpy as np
 
 from analysis_lib.data.larcv_read import Larcv3File
 from analysis_lib.data.larcv_schema import ImageMeta, LazyFile
+from analysis_lib.data.projection import PROJECTIONS
 from analysis_lib.errors import DataError
 
 N_CLASSES = 5
-PROJECTION_NAMES = ("xy", "yz", "zx")
+PROJECTION_NAMES = tuple(name for _, name in PROJECTIONS)
 
 
 @dataclass

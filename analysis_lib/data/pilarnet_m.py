@@ -34,6 +34,7 @@ from analysis_lib.data.dataset import Event
 from analysis_lib.data.larcv_read import open_hdf5
 from analysis_lib.data.larcv_schema import ImageMeta, LazyFile
 from analysis_lib.errors import DataError
+from analysis_lib.labels import VoxelClass
 
 CUBE_PX = 768
 VOXEL_CM = 0.3
@@ -43,7 +44,7 @@ CLUSTER_COLUMNS = {"v1": 5, "v2": 6, "v3": 6}
 
 SEM_SHOWER, SEM_TRACK, SEM_MICHEL, SEM_DELTA, SEM_LOW_ENERGY = 0, 1, 2, 3, 4
 PID_PROTON = 4
-HIP, MIP, SHOWER, DELTA, MICHEL = 0, 1, 2, 3, 4
+HIP, MIP, SHOWER, DELTA, MICHEL = VoxelClass
 _SEMANTIC_TO_CLASS = np.array([SHOWER, MIP, MICHEL, DELTA, SHOWER], dtype=np.int64)
 
 

@@ -17,6 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
+from analysis_lib.labels import VoxelClass
 from analysis_lib.sim import constants as c
 from analysis_lib.sim.tables import DLN_T, LN_T0, N_GRID, Row
 
@@ -49,6 +50,9 @@ STACK_WIDTH = 12
 TABLE_WIDTH = 21
 # Columns of the deposit rows.
 D_X, D_Y, D_Z, D_E, D_OWNER, D_SEM, D_PRIM = range(7)
+
+#: The semantic classes of :class:`VoxelClass` as plain ints, which numba compiles in.
+HIP, MIP, SHOWER, DELTA, MICHEL = (int(v) for v in VoxelClass)
 DEPOSIT_WIDTH = 7
 
 # Indices into the settings vector passed to the engine (see :class:`PhysicsConfig`).
@@ -253,7 +257,7 @@ def _delta_ray_mean_energy(t, mass, beta2, tmax, wcut):
 def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, table, nt, q, lo, hi):
     """Follow one μ/π/p (table row ``row``) to its end; push its secondaries."""
     mass = MASSES[kind]
-    sem = 0 if kind == PROTON else 1
+    sem = HIP if kind == PROTON else MIP
     if kind == PROTON:
         r_row, lam = Row.RANGE_PROTON, q[Q_LAMBDA_P]
     elif kind == PION_PLUS or kind == PION_MINUS:
@@ -313,11 +317,11 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
                 if td >= q[Q_ECUT]:
                     table[row, T_ECHILD] += td
                     table = _new_row(
-                        table, nt, ELECTRON, row, delta_process, px, py, pz, ex, ey, ez, td, 3,
+                        table, nt, ELECTRON, row, delta_process, px, py, pz, ex, ey, ez, td, DELTA,
                         interaction
                     )
                     stack = _push(
-                        stack, ns, ELECTRON, px, py, pz, ex, ey, ez, td, nt[0] - 1, 3, 1, 1
+                        stack, ns, ELECTRON, px, py, pz, ex, ey, ez, td, nt[0] - 1, DELTA, 1, 1
                     )
                 else:
                     reach = _lookup(tab, Row.RANGE_ELECTRON, td)
@@ -348,8 +352,8 @@ def _hadronic_interaction(rng, x, y, z, t, row, kind, stack, ns, table, nt, inte
         tp = rng.random() * 0.5 * t
         dx, dy, dz = _isotropic(rng)
         given += tp
-        table = _new_row(table, nt, PROTON, row, process, x, y, z, dx, dy, dz, tp, 0, interaction)
-        stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, 0, 0, 1)
+        table = _new_row(table, nt, PROTON, row, process, x, y, z, dx, dy, dz, tp, HIP, interaction)
+        stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, HIP, 0, 1)
     table[row, T_ECHILD] += given
     table[row, T_EOUT] += t - given
     return stack, table
@@ -363,23 +367,25 @@ def _at_rest(rng, kind, row, x, y, z, stack, ns, table, nt, q, interaction):
         process = P_DECAY if kind == MUON_PLUS else P_MUCAPTURE
         te = max(_michel_energy(rng) - ME, 1e-3)
         dx, dy, dz = _isotropic(rng)
-        table = _new_row(table, nt, e_kind, row, process, x, y, z, dx, dy, dz, te, 4, interaction)
-        stack = _push(stack, ns, e_kind, x, y, z, dx, dy, dz, te, nt[0] - 1, 4, 1, 1)
+        table = _new_row(
+            table, nt, e_kind, row, process, x, y, z, dx, dy, dz, te, MICHEL, interaction
+        )
+        stack = _push(stack, ns, e_kind, x, y, z, dx, dy, dz, te, nt[0] - 1, MICHEL, 1, 1)
     elif kind == PION_PLUS:
         dx, dy, dz = _isotropic(rng)
         tm = c.PION_DECAY_MUON_KE_MEV
         table = _new_row(
-            table, nt, MUON_PLUS, row, P_DECAY, x, y, z, dx, dy, dz, tm, 1, interaction
+            table, nt, MUON_PLUS, row, P_DECAY, x, y, z, dx, dy, dz, tm, MIP, interaction
         )
-        stack = _push(stack, ns, MUON_PLUS, x, y, z, dx, dy, dz, tm, nt[0] - 1, 1, 0, 1)
+        stack = _push(stack, ns, MUON_PLUS, x, y, z, dx, dy, dz, tm, nt[0] - 1, MIP, 0, 1)
     elif kind == PION_MINUS:
         for _ in range(int(rng.integers(0, 3))):
             tp = 10.0 + 50.0 * rng.random()
             dx, dy, dz = _isotropic(rng)
             table = _new_row(
-                table, nt, PROTON, row, P_CAPTURE, x, y, z, dx, dy, dz, tp, 0, interaction
+                table, nt, PROTON, row, P_CAPTURE, x, y, z, dx, dy, dz, tp, HIP, interaction
             )
-            stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, 0, 0, 1)
+            stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, HIP, 0, 1)
     return stack, table
 
 
@@ -566,7 +572,7 @@ def transport(primaries, tab, q, lo, hi, rng):
         kind = int(primaries[i, 0])
         x, y, z = primaries[i, 1], primaries[i, 2], primaries[i, 3]
         dx, dy, dz, t = primaries[i, 4], primaries[i, 5], primaries[i, 6], primaries[i, 7]
-        sem = 0 if kind == PROTON else (2 if kind <= PHOTON else 1)
+        sem = HIP if kind == PROTON else (SHOWER if kind <= PHOTON else MIP)
         table = _new_row(
             table, nt, kind, -1, P_PRIMARY, x, y, z, dx, dy, dz, t, sem, primaries[i, 8]
         )

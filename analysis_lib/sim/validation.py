@@ -190,7 +190,7 @@ def _michels(kind: int, n: int, seed: int, cfg: PhysicsConfig):
     """Rows of Michel electrons and all runs for ``n`` stopping muons of 100 MeV."""
     runs = _shoot(kind, 100.0, n, seed, cfg)
     rows = [
-        (dep, t, np.flatnonzero((t[:, tr.T_SEM] == 4) & (t[:, tr.T_PARENT] >= 0)))
+        (dep, t, np.flatnonzero((t[:, tr.T_SEM] == tr.MICHEL) & (t[:, tr.T_PARENT] >= 0)))
         for dep, t in runs
     ]
     return rows
@@ -232,7 +232,7 @@ def row_michel_primary_share(cfg: PhysicsConfig, n: int = 300, seed: int = 7) ->
         primary = np.array([[tr.MUON_PLUS, centre, centre, centre, 1, 0, 0, 30.0, 0]], float)
         event = simulate_primaries(rng, primary, size, cfg, keep_deposits=True)
         dep, table = event.deposits, event.table
-        michel = np.flatnonzero(table[:, tr.T_SEM] == 4)[0]
+        michel = np.flatnonzero(table[:, tr.T_SEM] == tr.MICHEL)[0]
         fam = dep[dep[:, tr.D_OWNER] == michel]
         shares.append(fam[fam[:, tr.D_PRIM] == 1, tr.D_E].sum() / fam[:, tr.D_E].sum())
         v = event.voxels
@@ -410,12 +410,13 @@ def row_bookkeeping(tables: Sequence[np.ndarray], deposits: Sequence[np.ndarray]
     worst = float(np.max(np.abs(closure - 1)))
     parents_ok = all(
         np.isin(
-            t[t[t[:, tr.T_SEM] == 4, tr.T_PARENT].astype(int), tr.T_KIND],
+            t[t[t[:, tr.T_SEM] == tr.MICHEL, tr.T_PARENT].astype(int), tr.T_KIND],
             (tr.MUON_PLUS, tr.MUON_MINUS),
         ).all()
         for t in tables
     )
-    flag_ok = all(np.isin(d[d[:, tr.D_PRIM] == 1, tr.D_SEM], (3, 4)).all() for d in deposits)
+    flag_ok = all(np.isin(d[d[:, tr.D_PRIM] == 1, tr.D_SEM], (tr.DELTA, tr.MICHEL)).all()
+                  for d in deposits)
     return Check(
         12,
         "bookkeeping: energy closure, Michel parents, prim_ion flag",
