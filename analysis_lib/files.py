@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import os
 import uuid
@@ -23,7 +24,15 @@ from analysis_lib.errors import StorageError
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 of a file's bytes, in hex."""
+    """The sha256 of a file's bytes, in hex. Hashed once per process while the file keeps its
+    size and modification time: the runs of a chapter share data files of gigabytes at the
+    study's scale, and a run's cache key and its training both need the hash."""
+    stat = os.stat(path)
+    return _sha256_of(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -23,7 +23,7 @@ from analysis_lib.errors import ConfigError
 from analysis_lib.files import atomic_output
 from analysis_lib.metrics import SampleMetrics
 from analysis_lib.models import UResNet
-from analysis_lib.train import TrainConfig
+from analysis_lib.train import TrainConfig, default_device
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,14 +71,15 @@ def predict(model: UResNet, data: str | os.PathLike, batch_size: int = 4, relabe
 
 
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, batch_size: int = 4,
-             relabeled: bool = False, device: str | torch.device = "cpu",
+             relabeled: bool = False, device: str | torch.device | None = None,
              projection: int | None = None, predictions: str | os.PathLike | None = None
              ) -> dict:
     """The study's metrics of a trained network on the labelled events of a sample (see
-    :class:`SampleMetrics`; ``n_unlabeled`` counts the others). A 2D network reads the
-    projection it was trained on unless ``projection`` says otherwise. With ``predictions``,
-    every voxel's event, coordinates, predicted class and scores are saved there (``.npz``),
-    labelled or not."""
+    :class:`SampleMetrics`; ``n_unlabeled`` counts the others), on ``device`` (default: the
+    GPU where there is one, as training). A 2D network reads the projection it was trained on
+    unless ``projection`` says otherwise. With ``predictions``, every voxel's event,
+    coordinates, predicted class and scores are saved there (``.npz``), labelled or not."""
+    device = default_device() if device is None else device
     model, cfg = load_model(checkpoint, device)
     metrics, unlabeled, kept = SampleMetrics(), 0, []
     view = cfg.projection if projection is None else projection

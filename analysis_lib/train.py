@@ -180,7 +180,8 @@ def event_loss(logits: Tensor, labels: Tensor, batch_index: Tensor, n_events: in
     return (per_event / counts)[nonempty].mean()
 
 
-def _device() -> torch.device:
+def default_device() -> torch.device:
+    """Where training (and, by default, evaluation) runs: this process's GPU if there is one."""
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
@@ -268,7 +269,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
 
 def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, workers: int,
            overwrite: bool, rank: int, world: int) -> Path:
-    device = _device()
+    device = default_device()
     dataset = EventDataset(cfg.data, cfg.dim, cfg.projection, _transform(cfg))
     torch.manual_seed(cfg.seed)
     model = cfg.model()

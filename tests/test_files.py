@@ -103,3 +103,15 @@ def test_a_read_only_folder_is_one_line_naming_it(command, tiny_sample, tmp_path
     [line] = [line for line in err.replace("\r", "\n").splitlines() if "error" in line]
     assert line.startswith(f"error: cannot write {tmp_path / 'ro'}")
     assert line.endswith("Read-only file system; choose a folder on a writable file system")
+
+
+def test_file_sha256_follows_a_rewritten_file(tmp_path):
+    import os
+
+    path = tmp_path / "d.bin"
+    path.write_bytes(b"a" * 1000)
+    first = file_sha256(path)
+    assert file_sha256(path) == first
+    path.write_bytes(b"b" * 1000)  # same size: the modification time tells
+    os.utime(path, ns=(1, os.stat(path).st_mtime_ns + 1))
+    assert file_sha256(path) == hashlib.sha256(b"b" * 1000).hexdigest() != first
