@@ -199,8 +199,8 @@ class MichelSummary:
     both_above_95: float
 
     def column(self) -> list[float]:
-        """The values in the order of :data:`TABLE6_ROWS`."""
-        return [getattr(self, field) for field in TABLE6_FIELDS]
+        """The values in the order of :data:`TABLE6_ROWS` (the order of the fields)."""
+        return list(dataclasses.astuple(self))
 
     @classmethod
     def from_record(cls, record: dict) -> MichelSummary:
@@ -208,8 +208,7 @@ class MichelSummary:
         return cls(**{k: math.nan if v is None else v for k, v in record.items()})
 
 
-#: Table VI's rows, in the study's order, and the summary field of each.
-TABLE6_FIELDS = tuple(f.name for f in dataclasses.fields(MichelSummary))
+#: Table VI's rows, in the study's order: the names of :class:`MichelSummary`'s fields.
 TABLE6_ROWS = ("sample size", "candidates", "true Michels", "ID purity", "ID efficiency",
                "cluster efficiency", "cluster purity", "both above 95 %")
 
