@@ -23,7 +23,7 @@ from analysis_lib.errors import DataError, StorageError, TrainingError
 from analysis_lib.files import atomic_output
 
 if TYPE_CHECKING:
-    from analysis_lib.train import TrainConfig
+    from analysis_lib.train_config import TrainConfig
 
 PREFIX = "checkpoint_"
 LOG_NAME = "metrics.jsonl"

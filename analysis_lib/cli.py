@@ -94,7 +94,8 @@ def _cmd_findings(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from analysis_lib.train import TrainConfig, train
+    from analysis_lib.train import train
+    from analysis_lib.train_config import TrainConfig
 
     cfg = TrainConfig(data=args.data, dim=args.dim, projection=args.projection,
                       backend=args.backend, depth=args.depth, filters=args.filters,

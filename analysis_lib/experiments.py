@@ -22,11 +22,13 @@ from analysis_lib.errors import AnalysisError, ConfigError, did_you_mean
 from analysis_lib.files import file_sha256, write_text
 from analysis_lib.inference import evaluate
 from analysis_lib.study import ROOT
-from analysis_lib.train import TrainConfig, read_log, train
+from analysis_lib.train import read_log, train
+from analysis_lib.train_config import TrainConfig
 
 #: The modules whose source decides what a training run computes: the network, the engine,
 #: the loop and its checkpoints, batching, the data readers and relabeling, the class ids.
-_CODE = ("models", "sparse", "train.py", "checkpoints.py", "batching.py", "data", "labels.py")
+_CODE = ("models", "sparse", "train.py", "train_config.py", "checkpoints.py", "batching.py", "data",
+         "labels.py", "metrics.py")
 
 
 def artifacts_folder() -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.io.formats.style import Styler
 from scipy import stats
 
 from analysis_lib import paper
@@ -424,6 +425,16 @@ def to_frame(verdicts: list[Verdict]) -> pd.DataFrame:
                           "statement": v.claim.statement, "study": v.claim.study,
                           "criterion": v.claim.criterion, "ours": v.ours, "verdict": v.status}
                          for v in verdicts]).set_index("claim")
+
+
+#: Background colour of each verdict's cell on the Findings page.
+VERDICT_COLOURS = {REPRODUCED: "#d9f2d9", NOT_REPRODUCED: "#f8d7d7", NOT_TESTABLE: "#eeeeee"}
+
+
+def styled(table: pd.DataFrame) -> Styler:
+    """:func:`to_frame`'s table for display: left-aligned text, verdicts coloured."""
+    return table.style.map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, '')}",
+                           subset=["verdict"]).set_properties(**{"text-align": "left"})
 
 
 def counts(verdicts: list[Verdict]) -> dict[str, int]:

@@ -23,7 +23,8 @@ from analysis_lib.errors import ConfigError
 from analysis_lib.files import atomic_output
 from analysis_lib.metrics import SampleMetrics
 from analysis_lib.models import UResNet
-from analysis_lib.train import TrainConfig, default_device
+from analysis_lib.train import default_device
+from analysis_lib.train_config import TrainConfig
 
 
 @dataclass(frozen=True, eq=False)

@@ -18,7 +18,3 @@ CLASS_NAMES = ("HIP", "MIP", "EM shower", "Delta ray", "Michel e-")
 #: Label colours of the study's figures: HIP blue, MIP cyan, shower green, delta yellow,
 #: Michel orange.
 CLASS_COLORS = ("#1f3fbf", "#17c5d6", "#2ca02c", "#f2d600", "#ff7f0e")
-#: Table I of the study: class fractions of nonzero voxels in the public sample.
-PAPER_CLASS_FRACTIONS = (0.17, 0.34, 0.47, 0.01, 0.01)
-#: The study's mean occupancy: fraction of voxels that are nonzero.
-PAPER_OCCUPANCY = 1e-4

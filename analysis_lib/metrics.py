@@ -4,8 +4,9 @@ matrix and softmax statistics, with an accumulator for whole samples."""
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
-from analysis_lib.labels import NUM_CLASSES
+from analysis_lib.labels import CLASS_NAMES, NUM_CLASSES, VoxelClass
 
 
 def nonzero_accuracy(pred: np.ndarray, label: np.ndarray) -> float:
@@ -33,6 +34,36 @@ def confusion_matrix(pred: np.ndarray, label: np.ndarray,
 def predicted_class_softmax(probs: np.ndarray, pred: np.ndarray, cls: int) -> np.ndarray:
     """Softmax score of class ``cls`` at the voxels predicted as ``cls``."""
     return probs[pred == cls, cls]
+
+
+def shower_score_spread(probs: np.ndarray, pred: np.ndarray) -> float:
+    """Standard deviation of the shower score over the voxels predicted as shower (NaN when
+    fewer than two are): how unevenly a network is confident about what it calls shower
+    (Figures 6-9)."""
+    shower = predicted_class_softmax(probs, pred, VoxelClass.SHOWER)
+    return float(shower.std()) if len(shower) > 1 else float("nan")
+
+
+def probe_summary(snapshots: dict[str, dict[int, dict[str, np.ndarray]]]) -> pd.DataFrame:
+    """Per network and snapshot iteration, the probe event's accuracy and shower-score spread
+    (``snapshots``: network -> iteration -> arrays with ``probs`` and ``label``)."""
+    rows = []
+    for network, shots in snapshots.items():
+        for iteration, shot in shots.items():
+            pred = shot["probs"].argmax(1)
+            rows.append({"backend": network, "iteration": iteration,
+                         "probe accuracy": float((pred == shot["label"]).mean()),
+                         "std of shower score (predicted shower)":
+                             shower_score_spread(shot["probs"], pred)})
+    return pd.DataFrame(rows).set_index(["backend", "iteration"])
+
+
+def mistake_pairs(pred: np.ndarray, label: np.ndarray, top: int = 3) -> str:
+    """An event's most common confusions, ``"MIP → EM shower (12), ..."``, most frequent first."""
+    bad = pred != label
+    pairs = pd.Series([f"{CLASS_NAMES[t]} → {CLASS_NAMES[p]}"
+                       for t, p in zip(label[bad], pred[bad], strict=True)]).value_counts()
+    return ", ".join(f"{k} ({v})" for k, v in pairs.head(top).items())
 
 
 @dataclass
@@ -127,3 +158,21 @@ def near_and_far_mistakes(distance: np.ndarray, labels: np.ndarray, wrong: np.nd
         rows.append({"near_total": int(is_near.sum()), "near_wrong": int((is_near & wrong).sum()),
                      "far_total": int(is_far.sum()), "far_wrong": int((is_far & wrong).sum())})
     return rows
+
+
+def near_and_far_table(rows: list[dict], near: float = NEAR_PX, far: float = FAR_PX
+                       ) -> pd.DataFrame:
+    """:func:`near_and_far_mistakes` as the chapter's table, one row per class: misclassified
+    fractions (0 where a side holds no voxel) and voxel counts on each side."""
+    frame = pd.DataFrame(rows, index=list(CLASS_NAMES))
+    return pd.DataFrame({
+        f"misclassified, d < {near}": frame["near_wrong"] / frame["near_total"].clip(lower=1),
+        f"misclassified, d ≥ {far}": frame["far_wrong"] / frame["far_total"].clip(lower=1),
+        f"voxels, d < {near}": frame["near_total"], f"voxels, d ≥ {far}": frame["far_total"]})
+
+
+def misclassified_fraction_table(fraction: np.ndarray, edges: np.ndarray) -> pd.DataFrame:
+    """Figure 12's fractions (classes, bins) as a table: a row per distance bin ``a-b``."""
+    return pd.DataFrame(fraction.T, columns=list(CLASS_NAMES),
+                        index=[f"{a}-{b}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+                        ).rename_axis("distance (voxels)")

@@ -213,6 +213,19 @@ TABLE6_ROWS = ("sample size", "candidates", "true Michels", "ID purity", "ID eff
                "cluster efficiency", "cluster purity", "both above 95 %")
 
 
+def attach_scan(labelled: list[tuple[Event, np.ndarray]], truths: pd.DataFrame,
+                distances: Iterable[float]) -> pd.DataFrame:
+    """ID efficiency and purity of the candidates found on ``labelled`` (event, classes)
+    pairs at each attach distance (px): a row per distance."""
+    rows = []
+    for distance in distances:
+        found, _ = reconstruct(labelled, attach_distance=distance)
+        summary = summarize(found, truths)
+        rows.append({"attach distance (px)": distance, "ID efficiency": summary.id_efficiency,
+                     "ID purity": summary.id_purity})
+    return pd.DataFrame(rows).set_index("attach distance (px)")
+
+
 def summarize(candidates: pd.DataFrame, truths: pd.DataFrame,
               min_voxels: int = 0) -> MichelSummary:
     """The study's Table VI metrics, keeping candidates of at least ``min_voxels`` voxels.

@@ -6,6 +6,11 @@ else in the package states one of these numbers.
 
 from analysis_lib.labels import CLASS_NAMES
 
+#: Table I: class fractions of nonzero voxels in the public sample, in class order.
+CLASS_FRACTIONS = (0.17, 0.34, 0.47, 0.01, 0.01)
+#: The mean occupancy of the public sample: the fraction of voxels that are nonzero.
+OCCUPANCY = 1e-4
+
 #: Row names of the classwise tables (Tables IV and V): the five classes, then all voxels.
 CLASSWISE_ROWS = (*CLASS_NAMES, "overall")
 

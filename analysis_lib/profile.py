@@ -12,17 +12,21 @@ the batch in memory). Wall time is the median of the repeats.
 import multiprocessing as mp
 import signal
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from queue import Empty
 
 import numpy as np
+import pandas as pd
 import torch
 
-from analysis_lib.batching import Batch
+from analysis_lib.batching import Batch, first_events
 from analysis_lib.errors import AnalysisError, ConfigError
 from analysis_lib.models import UResNet
 
 MODES = ("inference", "train")
+GB = 1024**3
 
 
 class ResourceError(AnalysisError, RuntimeError):
@@ -163,3 +167,60 @@ def measure(spec: ModelSpec, batch: Batch, mode: str = "inference", device: str 
         return Measurement.exhausted(mode, device, len(batch.coords))
     result["wall_s_all"] = tuple(result["wall_s_all"])
     return Measurement(**result)
+
+
+def measure_cases(cases: Iterable[tuple[Mapping[str, object], ModelSpec, Batch, str]],
+                  device: str = "cpu", repeats: int = 3) -> pd.DataFrame:
+    """One :func:`measure` per case ``(labels, spec, batch, mode)``: a row of the case's labels
+    with memory (GB), median wall time (s) and whether memory ran out. ``cases`` may be a
+    generator, so that only one case's batch is in memory at a time."""
+    rows = []
+    for labels, spec, batch, mode in cases:
+        m = measure(spec, batch, mode, device, repeats)
+        rows.append({**labels, "memory (GB)": m.memory_delta_bytes / GB,
+                     "wall time (s)": m.wall_s_median, "out of memory": m.out_of_memory})
+    return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Table2:
+    """The study's Table II as measured: ``frame`` has a column per setting (named
+    ``"backend · size px · batch n"``) and a row per quantity; ``settings`` gives each column's
+    (backend, image size, batch); ``out_of_memory`` names the columns whose measurement ran
+    out of memory (their numbers NaN)."""
+
+    frame: pd.DataFrame
+    settings: dict[str, tuple[str, int, int]]
+    out_of_memory: tuple[str, ...]
+
+
+def measure_table2(columns: Sequence[Mapping], net: ModelSpec, path_of: Callable[[str], Path],
+                   accuracy: Mapping[str, dict], device: str = "cpu", repeats: int = 2
+                   ) -> Table2:
+    """Measure Table II: for each column ``{backend, data, batch, train (default true),
+    trained (the name of an accuracy summary, optional)}`` the inference and training step of
+    ``net`` (dimension, depth and filters; the column gives the backend) on the first
+    ``batch`` events of the data set, with the nonzero accuracy of the named summary."""
+    rows, settings, exhausted = {}, {}, []
+    for col in columns:
+        batch = first_events(str(path_of(col["data"])), col["batch"])
+        size = batch.spatial_size
+        spec = ModelSpec(net.dim, net.depth, net.filters, col["backend"])
+        name = f"{col['backend']} · {size} px · batch {col['batch']}"
+        test = measure(spec, batch, "inference", device, repeats)
+        step = measure(spec, batch, "train", device, repeats) if col.get("train", True) else None
+        if test.out_of_memory or (step and step.out_of_memory):
+            exhausted.append(name)
+        summary = accuracy.get(col.get("trained"))
+        settings[name] = (col["backend"], size, col["batch"])
+        rows[name] = {
+            "voxels in batch": batch.coords.shape[0],
+            "nonzero accuracy mean": summary and round(summary["nonzero_accuracy"], 3),
+            "nonzero accuracy std": summary and round(summary["nonzero_accuracy_std"], 3),
+            "memory test (GB)": test.memory_delta_bytes / GB,
+            "memory train (GB)": step and step.memory_delta_bytes / GB,
+            "memory test, process peak (GB)": test.memory_bytes / GB,
+            "wall time test (s)": test.wall_s_median,
+            "wall time train (s)": step and step.wall_s_median,
+        }
+    return Table2(pd.DataFrame(rows).astype(float), settings, tuple(exhausted))

@@ -79,6 +79,14 @@ class Chapter:
 
         return profile_runs(self.profile.shared.get("runs") or {}, self.data.path_of)
 
+    def trained(self, names: Mapping[object, str]) -> dict[object, Experiment]:
+        """The networks ``names`` maps to (label -> run name) under the same labels, each
+        trained first where its final checkpoint is missing (the one place a chapter trains)."""
+        found = {label: self.runs[name] for label, name in names.items()}
+        for run in found.values():
+            run.run(progress=False)
+        return found
+
     def data_set_of(self, run: str) -> str:
         """The name of the data set network ``run`` trains on."""
         specs = self.profile.shared.get("runs") or {}

@@ -8,11 +8,9 @@ a JSON-lines log, bf16 autocast (CPU and CUDA) and data-parallel training with `
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import resource
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ from torch import Tensor
 from torch.nn import functional
 from tqdm import tqdm
 
-from analysis_lib import checkpoints
+from analysis_lib import checkpoints, metrics
 from analysis_lib.batching import (
     Batch,
     BatchSchedule,
@@ -39,122 +37,8 @@ from analysis_lib.files import (
     storage_error,
     write_text,
 )
-from analysis_lib.labels import VoxelClass
 from analysis_lib.models import UResNet
-
-SCHEDULES = ("step", "cosine")
-OPTIMIZERS = ("adam", "adamw")
-
-
-_INT_FIELDS = ("dim", "projection", "depth", "filters", "reps", "batch_size", "iterations",
-               "checkpoint_every", "seed")
-_FLOAT_FIELDS = ("learning_rate", "decay_from", "warmup", "weight_decay", "rare_oversampling")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (its hash names the run's folder).
-
-    ``schedule="step"`` is the study's constant rate, dropped tenfold after the fraction
-    ``decay_from`` of the iterations (which settles a short training's final weights);
-    ``schedule="cosine"`` warms up linearly over the fraction ``warmup`` of the iterations and
-    then follows a half cosine down to zero.
-    ``optimizer`` is the study's ``"adam"`` or ``"adamw"`` (decoupled ``weight_decay``).
-    Events that hold a delta-ray or Michel voxel are drawn ``rare_oversampling`` times as
-    often as the others. With ``augment`` every drawn event is turned by a random symmetry
-    of the voxel grid (axis permutations and mirrorings: 48 in 3D, 8 in 2D), exact
-    symmetries of an isotropic sample, so a run that passes over its events many times sees
-    them in new orientations. ``init`` is a checkpoint whose weights the network starts from
-    (fine-tuning). At each of ``probe_iterations`` the softmax scores of training event
-    ``probe_event`` are saved to ``probe_<iteration>.npz``, to watch how the network learns
-    one image.
-    """
-
-    data: str
-    dim: int = 3
-    projection: int = 0
-    backend: str = "sparse"
-    depth: int = 5
-    filters: int = 16
-    reps: int = 2
-    growth: str | None = None
-    batch_size: int = 4
-    iterations: int = 1000
-    learning_rate: float = 1e-3
-    decay_from: float = 1.0
-    schedule: str = "step"
-    warmup: float = 0.0
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-    class_weights: bool = False
-    rare_oversampling: float = 1.0
-    augment: bool = False
-    relabel: bool = False
-    checkpoint_every: int = 500
-    seed: int = 0
-    amp: bool = True
-    init: str | None = None
-    probe_event: int | None = None
-    probe_iterations: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        for name in _INT_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name}={value!r} must be a whole number")
-        for name in _FLOAT_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not math.isfinite(value):
-                raise ConfigError(f"{name}={value!r} must be a finite number")
-        for name in ("batch_size", "iterations", "checkpoint_every", "depth", "filters", "reps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
-        if self.seed < 0:
-            raise ConfigError(f"seed={self.seed} must be >= 0")
-        if self.dim not in (2, 3) or self.projection not in (0, 1, 2):
-            raise ConfigError(f"dim={self.dim}, projection={self.projection}: dim is 2 or 3, "
-                              f"projection 0, 1 or 2")
-        if not 0 < self.learning_rate <= 1:
-            raise ConfigError(f"learning_rate={self.learning_rate} must be in (0, 1] (the "
-                              f"study's Adam used 1e-3)")
-        for name in ("decay_from", "warmup"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name}={getattr(self, name)} must be a fraction in [0, 1]")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule={self.schedule!r}; choose one of {SCHEDULES}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"optimizer={self.optimizer!r}; choose one of {OPTIMIZERS}")
-        if not 1.0 <= self.rare_oversampling < 1e3:
-            raise ConfigError(f"rare_oversampling={self.rare_oversampling} must be in [1, 1000)")
-        if not 0.0 <= self.weight_decay < 1.0:
-            raise ConfigError(f"weight_decay={self.weight_decay} must be in [0, 1)")
-        if self.probe_iterations and self.probe_event is None:
-            raise ConfigError("probe_iterations needs a probe_event")
-        object.__setattr__(self, "probe_iterations", tuple(self.probe_iterations))
-
-    def learning_rate_at(self, iteration: int) -> float:
-        """The rate of (1-based) ``iteration`` under the schedule."""
-        if self.schedule == "step":
-            decayed = iteration > self.decay_from * self.iterations
-            return self.learning_rate * (0.1 if decayed else 1.0)
-        ramp = self.warmup * self.iterations
-        if iteration <= ramp:
-            return self.learning_rate * iteration / ramp
-        progress = (iteration - ramp) / max(self.iterations - ramp, 1)
-        return self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    def make_optimizer(self, parameters) -> torch.optim.Optimizer:
-        """The configured optimizer over ``parameters``, in its fused form (one kernel for all
-        parameters: the U-ResNet's many small tensors make the per-tensor form cost about 8 % of
-        a CPU step)."""
-        kind = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
-        return kind(parameters, lr=self.learning_rate, weight_decay=self.weight_decay,
-                    fused=True)
-
-    def model(self) -> UResNet:
-        """A freshly initialised network of this configuration."""
-        return UResNet(self.dim, self.depth, self.filters, self.reps, self.backend, self.growth)
+from analysis_lib.train_config import TrainConfig
 
 
 def event_loss(logits: Tensor, labels: Tensor, batch_index: Tensor, n_events: int,
@@ -331,7 +215,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, worker
             log.write(json.dumps({"iteration": iteration, "loss": loss.item(),
                                   "nonzero_accuracy": accuracy, "wall_time_s": wall,
                                   "peak_memory_bytes": peak_memory_bytes(device),
-                                  "shower_softmax_std": shower_softmax_std(logits, predicted)})
+                                  "shower_softmax_std": _shower_spread(logits, predicted)})
                       + "\n")
             if rank == 0 and probe is not None and iteration in cfg.probe_iterations:
                 _save_probe(out_dir / f"probe_{iteration}.npz", model, probe)
@@ -346,13 +230,10 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, worker
     return out_dir / f"{checkpoints.PREFIX}{cfg.iterations}.pt"
 
 
-def shower_softmax_std(logits: Tensor, predicted: Tensor) -> float:
-    """Standard deviation of the shower score over the voxels predicted as shower (NaN when
-    none is): how unevenly the network is confident about what it calls shower."""
-    shower = predicted == VoxelClass.SHOWER
-    if shower.sum() < 2:
-        return float("nan")
-    return torch.softmax(logits.detach().float()[shower], 1)[:, VoxelClass.SHOWER].std().item()
+def _shower_spread(logits: Tensor, predicted: Tensor) -> float:
+    """:func:`metrics.shower_score_spread` of a training batch."""
+    probs = torch.softmax(logits.detach().float(), 1).cpu().numpy()
+    return metrics.shower_score_spread(probs, predicted.cpu().numpy())
 
 
 def _save_probe(path: Path, model: UResNet, probe: Batch) -> None:

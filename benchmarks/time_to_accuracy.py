@@ -33,7 +33,8 @@ RECIPES = {
 CHILD = """
 import json, sys, time
 from analysis_lib.inference import evaluate
-from analysis_lib.train import TrainConfig, read_log, train
+from analysis_lib.train import read_log, train
+from analysis_lib.train_config import TrainConfig
 spec = json.loads(sys.argv[1])
 cfg = TrainConfig(data=spec["data"], depth=5, filters=16, batch_size=4, iterations=30,
                   checkpoint_every=30, **spec["recipe"])

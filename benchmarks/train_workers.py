@@ -28,10 +28,11 @@ def _child(size: int, threads: int, steps: int) -> None:
     """Train ``steps`` steps after :data:`WARMUP` and print the seconds per step."""
     import torch
 
-    from analysis_lib import train
     from analysis_lib.batching import collate
     from analysis_lib.data import load_manifest, open_dataset
     from analysis_lib.models import UResNet
+    from analysis_lib.train import event_loss
+    from analysis_lib.train_config import TrainConfig
 
     torch.set_num_threads(threads)
     path = load_manifest(REPO / "data_manifest.yaml").path_of(CI_SETS[size])
@@ -40,12 +41,12 @@ def _child(size: int, threads: int, steps: int) -> None:
                    for k in range(WARMUP + steps)]
     torch.manual_seed(0)
     model = UResNet(3, 5, 16)
-    optimizer = train.TrainConfig(data="unused").make_optimizer(model.parameters())
+    optimizer = TrainConfig(data="unused").make_optimizer(model.parameters())
 
     def step(batch) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits = model(batch.coords, batch.feats, batch.spatial_size)
-        loss = train.event_loss(logits, batch.labels, batch.coords[:, 0], batch.n_events, False)
+        loss = event_loss(logits, batch.labels, batch.coords[:, 0], batch.n_events, False)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

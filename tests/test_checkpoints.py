@@ -14,7 +14,8 @@ from analysis_lib.cli import main
 from analysis_lib.data import open_dataset
 from analysis_lib.errors import ConfigError, StorageError, TrainingError
 from analysis_lib.files import file_sha256
-from analysis_lib.train import TrainConfig, read_log, train
+from analysis_lib.train import read_log, train
+from analysis_lib.train_config import TrainConfig
 
 
 @pytest.fixture

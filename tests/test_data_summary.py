@@ -3,10 +3,16 @@
 import numpy as np
 import pytest
 
-from analysis_lib.data.dataset import Event
+from analysis_lib.data.dataset import Event, open_dataset
 from analysis_lib.data.larcv_schema import ImageMeta
 from analysis_lib.data.projection import project
-from analysis_lib.data.summary import class_counts, pick_display_event, voxel_counts
+from analysis_lib.data.summary import (
+    class_counts,
+    occupancy_by_size,
+    pick_display_event,
+    relabel_counts,
+    voxel_counts,
+)
 from analysis_lib.errors import DataError
 
 META = ImageMeta((4, 4, 4), (0.3,) * 3, (0.0,) * 3)
@@ -29,6 +35,27 @@ def test_class_counts_needs_labels():
     event.label = None
     with pytest.raises(DataError, match="no labels"):
         class_counts([event])
+
+
+def test_relabel_counts_moves_secondary_michel_and_delta_voxels_to_shower():
+    event = _event([1, 3, 3, 4, 4, 4])
+    event.prim_ion = np.array([0, 1, 0, 1, 0, 0])
+    table = relabel_counts([event])
+    assert table["regular (voxels)"].tolist() == [0, 1, 0, 2, 3]
+    assert table["relabeled (voxels)"].tolist() == [0, 1, 3, 1, 1]
+    assert np.isnan(table.loc["HIP", "relabeled / regular"])
+    assert table.loc["Michel e-", "relabeled / regular"] == pytest.approx(1 / 3)
+    assert event.label.tolist() == [1, 3, 3, 4, 4, 4]
+
+
+def test_occupancy_per_file(tiny_sample):
+    table = occupancy_by_size([tiny_sample])
+    with open_dataset(tiny_sample) as events:
+        counts = voxel_counts(events)
+    assert table.index.tolist() == [32]
+    row = table.loc[32]
+    assert row["events"] == 12 and row["nonzero voxels / event"] == pytest.approx(counts.mean())
+    assert row["occupancy (%)"] == pytest.approx(100 * counts.mean() / 32**3)
 
 
 def test_display_event_prefers_a_michel_with_many_classes():

@@ -11,8 +11,8 @@ import torch
 from analysis_lib.batching import first_events
 from analysis_lib.errors import AnalysisError, ConfigError
 from analysis_lib.experiments import Experiment, code_version, profile_runs, train_all
-from analysis_lib.profile import ModelSpec, measure
-from analysis_lib.train import TrainConfig
+from analysis_lib.profile import ModelSpec, measure, measure_cases, measure_table2
+from analysis_lib.train_config import TrainConfig
 
 
 def test_run_is_cached_and_keyed_by_config(tiny_sample, tmp_path):
@@ -46,6 +46,35 @@ def test_measure_reports_time_and_memory_on_cpu(tiny_sample, mode):
     assert result.n_voxels == len(batch.coords)
     assert result.wall_s_median > 0
     assert result.memory_bytes > result.memory_delta_bytes >= 0
+
+
+def test_scan_gives_a_row_per_case_with_its_labels(tiny_sample):
+    batch = first_events(str(tiny_sample), 1)
+    cases = ((({"filters": f, "mode": mode}), ModelSpec(3, 3, f, "sparse"), batch, mode)
+             for f in (4, 8) for mode in ("inference", "train"))
+    rows = measure_cases(cases, repeats=1)
+    assert rows[["filters", "mode"]].values.tolist() == [
+        [4, "inference"], [4, "train"], [8, "inference"], [8, "train"]]
+    assert (rows["wall time (s)"] > 0).all() and (rows["memory (GB)"] >= 0).all()
+    assert not rows["out of memory"].any()
+
+
+def test_table2_measures_each_column_and_takes_accuracy_by_name(tiny_sample):
+    columns = [{"backend": "dense", "data": "tiny", "batch": 2, "train": False},
+               {"backend": "sparse", "data": "tiny", "batch": 2, "trained": "net"}]
+    accuracy = {"net": {"nonzero_accuracy": 0.91234, "nonzero_accuracy_std": 0.05}}
+    table = measure_table2(columns, ModelSpec(3, 3, 4, "sparse"), lambda name: tiny_sample,
+                           accuracy, repeats=1)
+    dense, sparse = "dense · 32 px · batch 2", "sparse · 32 px · batch 2"
+    assert list(table.frame.columns) == [dense, sparse]
+    assert table.settings == {dense: ("dense", 32, 2), sparse: ("sparse", 32, 2)}
+    assert table.frame.loc["nonzero accuracy mean", sparse] == 0.912
+    assert math.isnan(table.frame.loc["nonzero accuracy mean", dense])
+    assert math.isnan(table.frame.loc["wall time train (s)", dense])
+    assert (table.frame.loc["wall time test (s)"] > 0).all()
+    voxels = len(first_events(str(tiny_sample), 2).coords)
+    assert table.frame.loc["voxels in batch", sparse] == voxels
+    assert table.out_of_memory == ()
 
 
 class _OutOfMemorySpec(ModelSpec):

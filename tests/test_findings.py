@@ -170,3 +170,11 @@ def test_readme_section_is_replaced_between_markers(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(DataError):
         findings.write_between_markers(readme, "t")
+
+
+def test_styled_table_colours_each_verdict():
+    table = pd.DataFrame({"ours": ["a", "b", "c"],
+                          "verdict": [REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE]})
+    html = findings.styled(table).to_html()
+    for colour in findings.VERDICT_COLOURS.values():
+        assert html.count(f"background-color: {colour}") == 1

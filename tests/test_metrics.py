@@ -9,10 +9,15 @@ from analysis_lib.metrics import (
     classwise_accuracy,
     confusion_matrix,
     misclassified_by_distance,
+    misclassified_fraction_table,
+    mistake_pairs,
     near_and_far_mistakes,
+    near_and_far_table,
     nonzero_accuracy,
     predicted_class_softmax,
+    probe_summary,
     running_mean,
+    shower_score_spread,
 )
 
 
@@ -71,3 +76,44 @@ def test_boundary_distance_and_near_far_counts():
     total, mistaken = misclassified_by_distance(distance, labels, wrong, np.array([0, 2, 5]), 2)
     np.testing.assert_array_equal(total, [[1, 2], [1, 0]])
     np.testing.assert_array_equal(mistaken, [[1, 1], [0, 0]])
+
+
+def test_near_and_far_table_gives_fractions_and_counts_per_class():
+    rows = [{"near_total": 4, "near_wrong": 1, "far_total": 10, "far_wrong": 0}] + [
+        {"near_total": 0, "near_wrong": 0, "far_total": 5, "far_wrong": 5}] * 4
+    table = near_and_far_table(rows, near=2, far=3)
+    assert list(table.columns) == ["misclassified, d < 2", "misclassified, d ≥ 3",
+                                   "voxels, d < 2", "voxels, d ≥ 3"]
+    assert table.loc["HIP"].tolist() == [0.25, 0.0, 4, 10]
+    assert table.loc["Michel e-"].tolist() == [0.0, 1.0, 0, 5]
+
+
+def test_misclassified_fraction_table_rows_are_distance_bins():
+    table = misclassified_fraction_table(np.arange(10.0).reshape(5, 2) / 10, np.array([0, 4, 8]))
+    assert list(table.index) == ["0-4", "4-8"]
+    assert table["MIP"].tolist() == [0.2, 0.3]
+
+
+def test_shower_score_spread_is_over_voxels_predicted_shower():
+    probs = np.array([[0.1, 0.1, 0.6, 0.1, 0.1], [0.0, 0.2, 0.8, 0.0, 0.0],
+                      [0.9, 0.0, 0.1, 0.0, 0.0]])
+    pred = probs.argmax(1)
+    assert shower_score_spread(probs, pred) == pytest.approx(0.1)  # std of 0.6 and 0.8
+    assert np.isnan(shower_score_spread(probs[1:], pred[1:]))
+
+
+def test_probe_summary_one_row_per_network_and_iteration():
+    shot = {"probs": np.array([[0.1, 0.1, 0.6, 0.1, 0.1], [0.0, 0.2, 0.8, 0.0, 0.0]]),
+            "label": np.array([2, 1])}
+    table = probe_summary({"sparse": {10: shot, 40: shot}, "dense": {10: shot}})
+    assert list(table.index) == [("sparse", 10), ("sparse", 40), ("dense", 10)]
+    assert table.loc[("dense", 10), "probe accuracy"] == 0.5
+    assert table.loc[("sparse", 40), "std of shower score (predicted shower)"] == (
+        pytest.approx(0.1))
+
+
+def test_mistake_pairs_counts_confusions_most_common_first():
+    label = np.array([1, 1, 1, 4, 2, 0])
+    pred = np.array([2, 2, 1, 3, 2, 2])
+    assert mistake_pairs(pred, label, top=2) == "MIP → EM shower (2), Michel e- → Delta ray (1)"
+    assert mistake_pairs(label, label) == ""

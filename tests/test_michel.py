@@ -12,6 +12,7 @@ from analysis_lib.data import Event, ImageMeta
 from analysis_lib.errors import DataError
 from analysis_lib.labels import VoxelClass
 from analysis_lib.michel import (
+    attach_scan,
     find_michels,
     match_event,
     relabeled_truth,
@@ -172,6 +173,19 @@ def test_match_and_summary_by_hand():
     assert cut.candidates == 1 and cut.sample_size == 0
     assert cut.id_purity == 0.0 and cut.id_efficiency == 0.0
     assert math.isnan(cut.cluster_efficiency) and math.isnan(cut.both_above_95)
+
+
+def test_attach_scan_measures_each_distance():
+    # The Michel starts one empty plane after the track's end: 2 px from its last voxel.
+    track = segment((0, 10, 20), (1, 0, 0), 60)
+    michel = segment((61, 10, 20), (1, 0, 0), 12)
+    coords, labels = event_of((track, MIP), (michel, MICHEL))
+    event = _event(coords, labels, np.ones(len(coords), np.int64), (labels == MICHEL) * 1)
+    _, truths = match_event(event, labels)
+    scan = attach_scan([(event, labels)], pd.DataFrame(truths), [1.5, 2.83])
+    assert scan.index.tolist() == [1.5, 2.83]
+    assert scan["ID efficiency"].tolist() == [0.0, 1.0]
+    assert math.isnan(scan.loc[1.5, "ID purity"]) and scan.loc[2.83, "ID purity"] == 1.0
 
 
 def test_michel_command_on_true_labels(tiny_sample, capsys):

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from analysis_lib.labels import PAPER_OCCUPANCY, VoxelClass
+from analysis_lib import paper
+from analysis_lib.labels import VoxelClass
 from analysis_lib.sim import PhysicsConfig
 from analysis_lib.sim import transport as tr
 from analysis_lib.sim.validation import (
@@ -44,7 +45,7 @@ def test_class_shares_are_the_voxel_percentages():
 
 def test_occupancy_is_the_mean_voxel_count_over_the_volume():
     size = 100
-    at_paper = round(PAPER_OCCUPANCY * size**3)
+    at_paper = round(paper.OCCUPANCY * size**3)
     check = row_occupancy([at_paper - 10, at_paper + 10], size)
     assert check["occupancy"] == pytest.approx(at_paper / size**3)
     assert check.passed

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from analysis_lib.sparse import (
     SparseTensor,
     from_dense,
-    functional,
     kernel_offsets,
+    kernels,
     strided_conv,
     submanifold_conv,
     to_dense,
@@ -115,8 +115,8 @@ def run_both(
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(sparse, dense) forward, input gradient and weight gradient of one op; ``_blocked``
     ops gather im2col blocks of at most ``block_bytes``."""
-    limit = block_bytes if op.endswith("_blocked") else functional._BLOCK_BYTES
-    with mock.patch.object(functional, "_BLOCK_BYTES", limit):
+    limit = block_bytes if op.endswith("_blocked") else kernels._BLOCK_BYTES
+    with mock.patch.object(kernels, "_BLOCK_BYTES", limit):
         return _run_both(op, case)
 
 
@@ -218,7 +218,7 @@ def test_equals_dense_fixed(dim: int, name: str, op: str, quantity: str) -> None
 
 def large_case() -> Case:
     """Over 2048 fine and coarse sites, neither a multiple of the row blocks of
-    :func:`functional._tn_mm`'s batched matmul."""
+    :func:`kernels.tn_mm`'s batched matmul."""
     gen = torch.Generator().manual_seed(7)
     coords = (torch.rand(2, 26, 26, 26, generator=gen) < 0.7).nonzero()
     coords = coords[torch.randperm(coords.shape[0], generator=gen)]
@@ -232,7 +232,7 @@ def test_equals_dense_large(op: str, quantity: str) -> None:
     case = large_case()
     coarse = SparseTensor(case.coords, torch.zeros(len(case.coords), 1)).cache.downsample_map(1)
     for n in (len(case.coords), coarse.num_coarse):
-        assert n >= 2048 and n % functional._TN_BLOCKS
+        assert n >= 2048 and n % kernels._TN_BLOCKS
     half = -(-len(case.coords) * 27 * case.c_in * 8 // 2)
     sparse, dense = run_both(op, case, block_bytes=half)[quantity]
     torch.testing.assert_close(sparse, dense, **TOL)
@@ -249,7 +249,7 @@ def test_weight_only_gradient_large(blocks: int) -> None:
                                               generator=gen))
     weight = torch.randn(27, 1, 4, dtype=torch.float64, generator=gen, requires_grad=True)
     grad = torch.randn(len(case.coords), 4, dtype=torch.float64, generator=gen)
-    with mock.patch.object(functional, "_BLOCK_BYTES", limit):
+    with mock.patch.object(kernels, "_BLOCK_BYTES", limit):
         (sparse,) = torch.autograd.grad(submanifold_conv(x, weight).feats, weight, grad)
     dense_in = dense_of(x.feats, x.coords, case.batch, case.shape)
     dense_out = tnf.conv3d(dense_in, as_torch_weight(weight, 3, 3, False), padding=1)
@@ -336,8 +336,8 @@ def test_bf16_autocast_close_to_fp32(op: str) -> None:
     gen = torch.Generator().manual_seed(3)
     coords = (torch.rand(2, 12, 12, 12, generator=gen) < 0.3).nonzero()
     case = Case(coords, 2, (12, 12, 12), 16, 16, 9)
-    with mock.patch.object(functional, "_BLOCK_BYTES", 1 << 14 if op.endswith("_blocked") else
-                           functional._BLOCK_BYTES):
+    with mock.patch.object(kernels, "_BLOCK_BYTES", 1 << 14 if op.endswith("_blocked") else
+                           kernels._BLOCK_BYTES):
         exact = _run_both(op, case)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = _run_bf16(op, case)
@@ -380,7 +380,7 @@ def test_padded_row_counts_equal_dense(op: str, quantity: str, size: str) -> Non
     """The path that rounds every product's row count up (bf16 on the CPU) with zero rows,
     forced here in float64: still exactly the dense convolution."""
     case = large_case() if size == "large" else fixed_cases(3)["corners"]
-    with mock.patch.object(functional, "_fixed_shapes", lambda t: True):
+    with mock.patch.object(kernels, "_fixed_shapes", lambda t: True):
         sparse, dense = run_both(op, case, block_bytes=1 << 16)[quantity]
     torch.testing.assert_close(sparse, dense, **TOL)
 
@@ -388,8 +388,8 @@ def test_padded_row_counts_equal_dense(op: str, quantity: str, size: str) -> Non
 def test_bucketed_row_counts_repeat() -> None:
     """Four row counts per octave, none below the minimum; the im2col blocks of any voxel
     count then take one of a few shapes."""
-    assert [functional._bucket(n) for n in (1, 256, 257, 1000, 1025, 1300, 5000)] == [
+    assert [kernels._bucket(n) for n in (1, 256, 257, 1000, 1025, 1300, 5000)] == [
         256, 256, 320, 1024, 1280, 1536, 5120]
     shapes = {rows for n in range(3000, 40000, 7) for _, _, rows in
-              functional._row_blocks(n, 432 * 2, fixed=True)}
+              kernels._row_blocks(n, 432 * 2, fixed=True)}
     assert len(shapes) <= 4 * 6 + 1  # 256 .. 16384 rows, then full blocks

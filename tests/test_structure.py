@@ -76,7 +76,7 @@ def _chapter_attributes(name: str) -> set[str]:
             tree = ast.parse(cell.source)
             used |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
                      and isinstance(n.value, ast.Name) and n.value.id == "ch"}
-    return used - {"data", "runs", "data_set_of", "profile", "name"}
+    return used - {"data", "runs", "trained", "data_set_of", "profile", "name"}
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -84,6 +84,53 @@ def test_each_profile_gives_every_chapter_exactly_the_parameters_it_reads(profil
     params = load_profile(profile).notebooks
     for name in notebook_order():
         assert set(params.get(name, {})) == _chapter_attributes(name), name
+
+
+#: Names whose method calls draw (matplotlib's figure, axes and pyplot).
+_DRAWING = {"ax", "axes", "axis", "fig", "plt"}
+
+
+def _root_name(node: ast.AST) -> str | None:
+    while isinstance(node, ast.Attribute | ast.Subscript | ast.Call):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _shows(loop: ast.AST) -> bool:
+    """Whether a loop draws or prints (a loop that only computes belongs in the library)."""
+    for node in ast.walk(loop):
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name) and node.func.id in ("print", "display"):
+                return True
+            if isinstance(node.func, ast.Attribute) and _root_name(node.func) in _DRAWING:
+                return True
+    return False
+
+
+def _computing_code(source: str) -> list[str]:
+    """Function or class definitions, lambdas, and loops that neither draw nor print."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda) or (
+                isinstance(node, ast.For | ast.While) and not _shows(node)):
+            found.append(f"line {node.lineno}: {ast.unparse(node).splitlines()[0]}")
+    return found
+
+
+def test_structure_rule_catches_a_computing_loop_and_a_function():
+    assert _computing_code("rows = []\nfor x in xs:\n    rows.append(f(x))") == [
+        "line 2: for x in xs:"]
+    assert len(_computing_code("def f(x):\n    return x\ng = lambda v: v")) == 2
+    assert _computing_code("for ax in axes:\n    ax.set_xlabel('x')") == []
+    assert _computing_code("for name in names:\n    print(name)") == []
+
+
+def test_notebooks_call_the_library_and_draw():
+    for name in notebook_order():
+        notebook = jupytext.read(BOOK / "notebooks" / f"{name}.md")
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                assert _computing_code(cell.source) == [], f"{name}: move this into the library"
 
 
 def test_notebooks_take_only_the_profile_from_papermill():

@@ -20,7 +20,8 @@ from analysis_lib.cli import main
 from analysis_lib.data import open_dataset
 from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import ConfigError
-from analysis_lib.train import TrainConfig, event_loss, read_log, shower_softmax_std, train
+from analysis_lib.train import event_loss, read_log, train
+from analysis_lib.train_config import TrainConfig
 
 
 def test_event_loss_is_the_mean_over_events_of_the_mean_over_voxels():
@@ -168,13 +169,6 @@ def test_fine_tuning_starts_from_the_checkpoint_weights(tiny_sample, tmp_path):
     for name, weight in before.items():
         if weight.is_floating_point() and "running" not in name:
             torch.testing.assert_close(after[name], weight, rtol=0, atol=1e-9)
-
-
-def test_shower_softmax_std_is_over_voxels_predicted_shower():
-    logits = torch.tensor([[0.0, 0, 2, 0, 0], [0, 0, 1, 0, 0], [5, 0, 0, 0, 0]])
-    scores = torch.softmax(logits[:2], 1)[:, 2]
-    assert shower_softmax_std(logits, logits.argmax(1)) == pytest.approx(scores.std().item())
-    assert np.isnan(shower_softmax_std(logits[2:], logits[2:].argmax(1)))
 
 
 def test_learning_rate_drops_tenfold_after_decay_from():

@@ -14,8 +14,8 @@ from analysis_lib.data.larcv_read import Larcv3File
 from analysis_lib.data.larcv_schema import ImageMeta, LazyFile
 from analysis_lib.data.projection import PROJECTIONS
 from analysis_lib.errors import DataError
+from analysis_lib.labels import NUM_CLASSES
 
-N_CLASSES = 5
 PROJECTION_NAMES = tuple(name for _, name in PROJECTIONS)
 
 
@@ -215,7 +215,7 @@ class LArTPCDataset(LazyFile, Sequence[Event]):
         align = _Aligner(ids, where)
         event = Event(meta.coords_from_ids(ids), energy, None, meta, index)
         if roles.label:
-            event.label = self._aligned(reader, roles.label, index, align, 0, N_CLASSES - 1)
+            event.label = self._aligned(reader, roles.label, index, align, 0, NUM_CLASSES - 1)
         if roles.prim_ion:
             event.prim_ion = self._aligned(reader, roles.prim_ion, index, align, 0, 1)
         if roles.particles:

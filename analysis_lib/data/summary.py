@@ -1,12 +1,16 @@
-"""Sample statistics used by the dataset chapter: class counts, voxel counts, a display event."""
+"""Sample statistics of the dataset and relabeling chapters: class counts, voxel counts and
+occupancy, a display event."""
 
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
-from analysis_lib.data.dataset import Event
+from analysis_lib.data.dataset import Event, open_dataset
+from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import DataError
-from analysis_lib.labels import NUM_CLASSES, VoxelClass
+from analysis_lib.labels import CLASS_NAMES, NUM_CLASSES, VoxelClass
 
 
 def class_counts(events: Iterable[Event]) -> np.ndarray:
@@ -22,6 +26,32 @@ def class_counts(events: Iterable[Event]) -> np.ndarray:
 def voxel_counts(events: Iterable[Event]) -> np.ndarray:
     """Number of nonzero voxels of each event: (n_events,) int64."""
     return np.array([len(event.energy) for event in events], dtype=np.int64)
+
+
+def relabel_counts(events: Sequence[Event]) -> pd.DataFrame:
+    """Voxels of each class under the regular and the relabeled labels, and their ratio (NaN
+    for a class the regular labels lack): what relabeling moves. The events keep their labels."""
+    before = class_counts(events)
+    after = np.zeros(NUM_CLASSES, np.int64)
+    for event in events:
+        after += np.bincount(relabel(event.label, event.prim_ion), minlength=NUM_CLASSES)
+    ratio = np.divide(after, before, out=np.full(NUM_CLASSES, np.nan), where=before > 0)
+    return pd.DataFrame({"regular (voxels)": before, "relabeled (voxels)": after,
+                         "relabeled / regular": ratio}, index=list(CLASS_NAMES))
+
+
+def occupancy_by_size(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Per file (one image size each): events, nonzero voxels per event (mean and standard
+    deviation) and the mean fraction of the image's voxels that are nonzero, in percent."""
+    rows = []
+    for path in paths:
+        with open_dataset(path) as events:
+            n = voxel_counts(events)
+            size = events.meta.size_px
+        rows.append({"image size (px)": size[0], "events": len(n),
+                     "nonzero voxels / event": n.mean(), "std": n.std(),
+                     "occupancy (%)": 100 * n.mean() / np.prod(size)})
+    return pd.DataFrame(rows).set_index("image size (px)")
 
 
 def pick_display_event(events: Sequence[Event], min_classes: int = 4) -> int:

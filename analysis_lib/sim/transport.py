@@ -50,10 +50,10 @@ STACK_WIDTH = 12
 TABLE_WIDTH = 21
 # Columns of the deposit rows.
 D_X, D_Y, D_Z, D_E, D_OWNER, D_SEM, D_PRIM = range(7)
+DEPOSIT_WIDTH = 7
 
 #: The semantic classes of :class:`VoxelClass` as plain ints, which numba compiles in.
 HIP, MIP, SHOWER, DELTA, MICHEL = (int(v) for v in VoxelClass)
-DEPOSIT_WIDTH = 7
 
 # Indices into the settings vector passed to the engine (see :class:`PhysicsConfig`).
 (

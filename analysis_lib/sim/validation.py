@@ -17,12 +17,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import gammaln
 
-from analysis_lib.labels import (
-    CLASS_NAMES,
-    PAPER_CLASS_FRACTIONS,
-    PAPER_OCCUPANCY,
-    VoxelClass,
-)
+from analysis_lib import paper
+from analysis_lib.labels import CLASS_NAMES, VoxelClass
 from analysis_lib.sim import constants as c
 from analysis_lib.sim import transport as tr
 from analysis_lib.sim.config import PhysicsConfig
@@ -119,11 +115,11 @@ def row_class_shares(labels: Sequence[np.ndarray]) -> Check:
     counts = np.bincount(np.concatenate(labels), minlength=len(VoxelClass))
     share = counts / counts.sum() * 100
     bands = ((14, 20), (30, 38), (42, 52), (0.5, 2), (0.5, 2))
-    paper = "/".join(f"{100 * f:.0f}" for f in PAPER_CLASS_FRACTIONS)
+    published = "/".join(f"{100 * f:.0f}" for f in paper.CLASS_FRACTIONS)
     return Check(
         1,
         "class shares of nonzero voxels (HIP/MIP/shower/delta/Michel, %)",
-        f"{paper}, within 17±3/34±4/47±5/0.5–2/0.5–2",
+        f"{published}, within 17±3/34±4/47±5/0.5–2/0.5–2",
         tuple(Measured(name, float(v), lo, hi, ".1f") for name, v, (lo, hi) in
               zip(CLASS_NAMES, share, bands, strict=True)),
     )
@@ -135,8 +131,8 @@ def row_occupancy(n_voxels: Sequence[int], size: int) -> Check:
     return Check(
         2,
         f"occupancy ({size} px cube)",
-        f"{PAPER_OCCUPANCY:.2%} within ×2",
-        (Measured("occupancy", occ, PAPER_OCCUPANCY / 2, PAPER_OCCUPANCY * 2, ".4%"),),
+        f"{paper.OCCUPANCY:.2%} within ×2",
+        (Measured("occupancy", occ, paper.OCCUPANCY / 2, paper.OCCUPANCY * 2, ".4%"),),
     )
 
 

@@ -1,19 +1,19 @@
 """Submanifold sparse convolution engine with SparseConvNet semantics, CPU and CUDA.
 
 A :class:`SparseTensor` holds features on active sites; the ops in
-:mod:`analysis_lib.sparse.functional` and the modules in :mod:`analysis_lib.sparse.nn`
-equal dense convolution read at the sites, while costing only the active pairs.
+:mod:`analysis_lib.sparse.functional` (their products in :mod:`~analysis_lib.sparse.kernels`)
+and the modules in :mod:`analysis_lib.sparse.nn` equal dense convolution read at the sites
+(:mod:`~analysis_lib.sparse.dense` converts), while costing only the active pairs.
 """
 
 from analysis_lib.sparse import functional, nn
+from analysis_lib.sparse.dense import from_dense, to_dense
 from analysis_lib.sparse.functional import (
     apply_feats,
     cat,
-    from_dense,
     linear,
     strided_conv,
     submanifold_conv,
-    to_dense,
     transposed_conv,
 )
 from analysis_lib.sparse.kmap import (
