@@ -21,7 +21,7 @@ from sklearn.cluster import DBSCAN
 from analysis_lib.data import Event, open_dataset
 from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import DataError
-from analysis_lib.labels import VoxelClass
+from analysis_lib.labels import CLASS_NAMES, NUM_CLASSES, VoxelClass
 
 #: Largest gap (px) between the nearest voxels of a Michel and a MIP cluster that counts as
 #: attached. The study's text says "less than 1 px" (no two voxels are closer than 1 px), its
@@ -211,6 +211,44 @@ class MichelSummary:
 #: Table VI's rows, in the study's order: the names of :class:`MichelSummary`'s fields.
 TABLE6_ROWS = ("sample size", "candidates", "true Michels", "ID purity", "ID efficiency",
                "cluster efficiency", "cluster purity", "both above 95 %")
+
+
+#: Distance bins (px) of :func:`track_end_profile`.
+END_DISTANCE_EDGES = (0, 5, 10, 20, 40, 80, math.inf)
+
+
+def track_end_profile(predictions: Iterable[tuple[Event, np.ndarray]], pdg: int = 13,
+                      edges: tuple[float, ...] = END_DISTANCE_EDGES) -> pd.DataFrame:
+    """How a segmentation labels the true-MIP voxels of particles ``pdg`` (default muons) that
+    stop inside a 3D image, by distance (px) to where they stop: a row per distance bin with
+    the voxel count and the share predicted as each class. A Michel electron starts at its
+    muon's end; where the network calls that end HIP (a stopping muon's Bragg peak looks like a
+    proton's) the electron touches no MIP cluster and is no candidate. Events without a
+    particle table contribute nothing."""
+    counts = np.zeros((len(edges) - 1, NUM_CLASSES), np.int64)
+    for event, pred in predictions:
+        if (event.particles is None or event.particle_index is None or event.label is None
+                or event.coords.shape[1] != 3):
+            continue
+        size = np.asarray(event.meta.size_px)
+        for row, particle in enumerate(event.particles):
+            if abs(int(particle["pdg"])) != pdg:
+                continue
+            end = ((np.asarray(tuple(particle["end_pt"])[:3]) - np.asarray(event.meta.origin_cm))
+                   / np.asarray(event.meta.voxel_cm))
+            if not ((end >= 0) & (end < size)).all():
+                continue
+            mine = np.flatnonzero((event.particle_index == row) & (event.label == VoxelClass.MIP))
+            distance = np.linalg.norm(event.coords[mine] - end, axis=1)
+            bins = np.digitize(distance, edges[1:-1])
+            np.add.at(counts, (bins, pred[mine]), 1)
+    total = counts.sum(1)
+    shares = counts / np.maximum(total, 1)[:, None]
+    labels = [f"{a:g}-{b:g}" if math.isfinite(b) else f"≥ {a:g}"
+              for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    frame = pd.DataFrame(shares, columns=list(CLASS_NAMES), index=labels)
+    frame.insert(0, "voxels", total)
+    return frame.rename_axis("distance to the end (px)")
 
 
 def attach_scan(labelled: list[tuple[Event, np.ndarray]], truths: pd.DataFrame,

@@ -17,6 +17,7 @@ from analysis_lib.michel import (
     match_event,
     relabeled_truth,
     summarize,
+    track_end_profile,
     true_michels,
 )
 
@@ -213,3 +214,27 @@ def test_relabeled_truth_leaves_the_events_labels_regular(tmp_path):
         assert np.array_equal(truth, relabel(label, event.prim_ion))
         changed += int((truth != label).sum())
     assert changed > 0  # the sample has voxels that relabeling moves
+
+
+def test_track_end_profile_by_distance_to_where_the_muon_stops():
+    # A muon along x stops at voxel 49 (0.3 cm voxels); the network calls its last 10 voxels
+    # HIP. A proton and a muon that leaves the image do not count.
+    track = np.stack([np.arange(10, 50), np.full(40, 20), np.full(40, 20)], axis=1)
+    exiting = np.stack([np.arange(0, 30), np.full(30, 40), np.full(30, 40)], axis=1)
+    coords = np.concatenate([track, exiting])
+    label = np.full(len(coords), MIP)
+    owner = np.repeat([0, 2], [40, 30])
+    pred = label.copy()
+    pred[30:40] = VoxelClass.HIP
+    pred[40:] = SHOWER
+    particles = np.zeros(3, dtype=[("pdg", np.int32), ("end_pt", np.float64, (4,))])
+    particles["pdg"] = [13, 2212, -13]
+    particles["end_pt"][0, :3] = np.array([49, 20, 20]) * 0.3
+    particles["end_pt"][2, :3] = np.array([-5, 40, 40]) * 0.3  # outside the image
+    event = _event(coords, label, np.ones(len(coords), np.int64), owner)
+    event.particles = particles
+    profile = track_end_profile([(event, pred)])
+    assert profile.index.tolist() == ["0-5", "5-10", "10-20", "20-40", "40-80", "≥ 80"]
+    assert profile["voxels"].tolist() == [5, 5, 10, 20, 0, 0]
+    assert profile["HIP"].tolist() == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert profile.loc["10-20", "MIP"] == 1.0 and profile["EM shower"].sum() == 0.0
