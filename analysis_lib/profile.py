@@ -9,6 +9,7 @@ and minus the child's resident size just before the model runs (after imports, w
 the batch in memory). Wall time is the median of the repeats.
 """
 
+import dataclasses
 import multiprocessing as mp
 import signal
 import time
@@ -199,13 +200,13 @@ def measure_table2(columns: Sequence[Mapping], net: ModelSpec, path_of: Callable
                    ) -> Table2:
     """Measure Table II: for each column ``{backend, data, batch, train (default true),
     trained (the name of an accuracy summary, optional)}`` the inference and training step of
-    ``net`` (dimension, depth and filters; the column gives the backend) on the first
-    ``batch`` events of the data set, with the nonzero accuracy of the named summary."""
+    ``net`` with the column's backend on the first ``batch`` events of the data set, with the
+    nonzero accuracy of the named summary."""
     rows, settings, exhausted = {}, {}, []
     for col in columns:
         batch = first_events(str(path_of(col["data"])), col["batch"])
         size = batch.spatial_size
-        spec = ModelSpec(net.dim, net.depth, net.filters, col["backend"])
+        spec = dataclasses.replace(net, backend=col["backend"])
         name = f"{col['backend']} · {size} px · batch {col['batch']}"
         test = measure(spec, batch, "inference", device, repeats)
         step = measure(spec, batch, "train", device, repeats) if col.get("train", True) else None
