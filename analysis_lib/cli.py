@@ -70,11 +70,13 @@ def _cmd_validate(args: argparse.Namespace) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
-    from analysis_lib.reproduce import print_plan, reproduce
-
     if args.dry_run:
+        from analysis_lib.plan import print_plan
+
         print_plan(args.profile)
     else:
+        from analysis_lib.reproduce import reproduce
+
         reproduce(args.profile, only=args.only, skip_build=args.no_build)
 
 
@@ -117,18 +119,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     result = evaluate(args.checkpoint, args.data, args.batch_size, relabeled=args.relabeled,
                       projection=args.projection, predictions=args.predictions)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(dataclasses.asdict(result)))
         return
     if args.predictions:
-        print(f"predictions of {result['n_events'] + result['n_unlabeled']} events: "
+        print(f"predictions of {result.n_events + result.n_unlabeled} events: "
               f"{args.predictions}")
-    if result["n_unlabeled"]:
-        print(f"{result['n_unlabeled']} events without labels: no metrics for them")
-    if not result["n_events"]:
+    if result.n_unlabeled:
+        print(f"{result.n_unlabeled} events without labels: no metrics for them")
+    if not result.n_events:
         return
-    print(f"{result['n_events']} events: nonzero accuracy {result['nonzero_accuracy']:.4f} "
-          f"± {result['nonzero_accuracy_std']:.4f}")
-    for name, value in zip(CLASS_NAMES, result["classwise_accuracy"], strict=True):
+    print(f"{result.n_events} events: nonzero accuracy {result.nonzero_accuracy:.4f} "
+          f"± {result.nonzero_accuracy_std:.4f}")
+    for name, value in zip(CLASS_NAMES, result.classwise_accuracy, strict=True):
         print(f"  {name:<10} {'absent' if value is None else f'{value:.4f}'}")
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from analysis_lib.checkpoints import latest_checkpoint
-from analysis_lib.errors import AnalysisError, ConfigError, did_you_mean
+from analysis_lib.errors import AnalysisError, ConfigError, TrainingError, did_you_mean
 from analysis_lib.files import file_sha256, write_text
 from analysis_lib.inference import evaluate
+from analysis_lib.metrics import Evaluation
 from analysis_lib.study import ROOT
 from analysis_lib.train import read_log, train
 from analysis_lib.train_config import TrainConfig
@@ -59,11 +60,13 @@ def code_version(entries: tuple[str, ...] = _CODE) -> str:
 @dataclass(frozen=True)
 class Experiment:
     """A training run and where its artifacts live; a fine-tuning run names its ``parent``,
-    whose final checkpoint is its ``train_config.init`` and which it trains first."""
+    whose final checkpoint is its ``train_config.init`` and which it trains first. ``name`` is
+    the profile's name for it (for messages; not part of the key)."""
 
     config: TrainConfig
     root: Path = dataclasses.field(default_factory=artifacts_folder)
     parent: "Experiment | None" = None
+    name: str | None = None
 
     @cached_property
     def key(self) -> str:
@@ -105,29 +108,42 @@ class Experiment:
             train(self.train_config, self.folder, resume=resume, progress=progress)
         return self.checkpoint
 
+    def trained_checkpoint(self) -> Path:
+        """The final checkpoint; reading a result never trains, so a run not yet trained is
+        an error that says how to train it."""
+        if not self.checkpoint.exists():
+            called = f"{self.name!r} " if self.name else ""
+            raise TrainingError(
+                f"run {called}({self.key}: {Path(self.config.data).name}, "
+                f"{self.config.iterations} iterations) is not trained yet: train it first "
+                f"(Experiment.run, Chapter.trained, or `python -m analysis_lib reproduce`)")
+        return self.checkpoint
+
     def log(self) -> dict:
-        """The run's per-iteration log (see :func:`analysis_lib.train.read_log`)."""
+        """The finished run's per-iteration log (see :func:`analysis_lib.train.read_log`)."""
+        self.trained_checkpoint()
         return read_log(self.folder)
 
     def probes(self) -> dict[int, dict[str, np.ndarray]]:
         """The probe event's snapshots by iteration: coords, energy, label, probs."""
-        self.run()
+        self.trained_checkpoint()
         found = {}
         for path in self.folder.glob("probe_*.npz"):
             with np.load(path) as snapshot:
                 found[int(path.stem.removeprefix("probe_"))] = dict(snapshot)
         return dict(sorted(found.items()))
 
-    def evaluation(self, data: str | os.PathLike, relabeled: bool = False) -> dict:
-        """Metrics of the trained model on ``data``, cached beside the checkpoint and keyed by
-        the data and the whole package's source (a changed metric or reader re-evaluates)."""
+    def evaluation(self, data: str | os.PathLike, relabeled: bool = False) -> Evaluation:
+        """Metrics of the trained model on ``data`` (a :class:`TrainingError` if it is not
+        trained), cached beside the checkpoint and keyed by the data and the whole package's
+        source (a changed metric or reader re-evaluates)."""
         tag = (f"{file_sha256(data)[:12]}{'_relabeled' if relabeled else ''}_"
                f"{code_version(('.',))[:8]}")
         cache = self.folder / f"eval_{tag}.json"
         if cache.exists():
-            return json.loads(cache.read_text())
-        result = evaluate(self.run(), data, relabeled=relabeled)
-        write_text(cache, json.dumps(result))
+            return Evaluation.from_record(json.loads(cache.read_text()))
+        result = evaluate(self.trained_checkpoint(), data, relabeled=relabeled)
+        write_text(cache, json.dumps(dataclasses.asdict(result)))
         return result
 
 
@@ -164,7 +180,7 @@ def profile_runs(specs: dict[str, dict], data_path: Callable[[str], Path],
             config = TrainConfig(data=str(data_path(spec.pop("data"))), **spec)
         except ConfigError as err:
             raise ConfigError(f"run {name!r}: {err}") from None
-        runs[name] = Experiment(config, root or artifacts_folder(), parent)
+        runs[name] = Experiment(config, root or artifacts_folder(), parent, name)
         return runs[name]
 
     for name in specs:

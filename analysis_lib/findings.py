@@ -21,7 +21,7 @@ from analysis_lib import paper
 from analysis_lib.errors import DataError
 from analysis_lib.files import write_text
 from analysis_lib.labels import CLASS_NAMES, VoxelClass
-from analysis_lib.metrics import FAR_PX, NEAR_PX
+from analysis_lib.metrics import FAR_PX, NEAR_PX, Evaluation
 from analysis_lib.michel import MichelSummary
 
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable"
@@ -77,39 +77,39 @@ class Estimate:
         return f"{self.value:.3f} ± {self.se:.3f}"
 
 
-def accuracy(summary: dict) -> Estimate:
+def accuracy(summary: Evaluation) -> Estimate:
     """Mean nonzero accuracy over events and its standard error."""
-    return Estimate(summary["nonzero_accuracy"], summary["nonzero_accuracy_sem"])
+    return Estimate(summary.nonzero_accuracy, summary.nonzero_accuracy_sem)
 
 
-def classwise(summary: dict, cls: int) -> Estimate:
+def classwise(summary: Evaluation, cls: int) -> Estimate:
     """Classwise accuracy of ``cls`` and its standard error (NaN when the class is absent)."""
-    value, se = summary["classwise_accuracy"][cls], summary["classwise_accuracy_sem"][cls]
+    value, se = summary.classwise_accuracy[cls], summary.classwise_accuracy_sem[cls]
     return Estimate(math.nan if value is None else value, math.nan if se is None else se)
 
 
-def paired_difference(a: dict, b: dict) -> Estimate | None:
+def paired_difference(a: Evaluation, b: Evaluation) -> Estimate | None:
     """Accuracy of ``a`` minus ``b`` with the paired standard error, when both scored the same
-    events (the same per-event count); None otherwise."""
-    x, y = a.get("nonzero_accuracy_per_event"), b.get("nonzero_accuracy_per_event")
-    if not x or not y or len(x) != len(y) or a.get("test_set") != b.get("test_set"):
+    events (the same test set and per-event count); None otherwise."""
+    x, y = a.nonzero_accuracy_per_event, b.nonzero_accuracy_per_event
+    if not x or not y or len(x) != len(y) or a.test_set != b.test_set:
         return None
     d = np.asarray(x) - np.asarray(y)
     return Estimate(float(d.mean()), float(d.std() / math.sqrt(len(d))))
 
 
-def improves(a: dict, b: dict) -> tuple[bool, Estimate]:
+def improves(a: Evaluation, b: Evaluation) -> tuple[bool, Estimate]:
     """Whether ``a``'s accuracy exceeds ``b``'s by more than the standard error of the
     difference (paired where possible), and the difference."""
     diff = paired_difference(a, b) or (accuracy(a) - accuracy(b))
     return diff.value > diff.se, diff
 
 
-def spread_shrinks(a: dict, b: dict) -> bool:
+def spread_shrinks(a: Evaluation, b: Evaluation) -> bool:
     """Whether ``a``'s per-event std is below ``b``'s by more than the standard error of the
     difference (the std of n values has a standard error of about std / sqrt(2 (n - 1)))."""
-    def std(s: dict) -> Estimate:
-        n, value = max(s["n_events"], 2), s["nonzero_accuracy_std"]
+    def std(s: Evaluation) -> Estimate:
+        n, value = max(s.n_events, 2), s.nonzero_accuracy_std
         return Estimate(value, value / math.sqrt(2 * (n - 1)))
     return std(b).exceeds(std(a))
 
@@ -130,7 +130,7 @@ def _sparse_vs_dense_accuracy(r: Results) -> list[Part]:
     equal = r.get("sparse_vs_dense", {}).get("equal_setting")
     if not equal:
         return _missing("sparse vs dense")
-    sparse, dense = equal["sparse"], equal["dense"]
+    sparse, dense = Evaluation.from_record(equal["sparse"]), Evaluation.from_record(equal["dense"])
     diff = paired_difference(sparse, dense) or (accuracy(sparse) - accuracy(dense))
     return [Part(diff.value >= -diff.se,
                  f"{equal['setting']}: sparse {accuracy(sparse)}, dense {accuracy(dense)}; "
@@ -179,14 +179,15 @@ def _batch_and_size(r: Results) -> list[Part]:
         if not pairs:
             parts.append(Part(None, f"no two networks differ in {axis} alone"))
             continue
-        for big, small in pairs:
-            better, diff = improves(big["summary"], small["summary"])
-            narrower = spread_shrinks(big["summary"], small["summary"])
-            parts.append(Part(better and narrower,
-                              f"{axis} {small[axis]} → {big[axis]}: accuracy "
-                              f"{accuracy(small['summary'])} → {accuracy(big['summary'])}, std "
-                              f"{small['summary']['nonzero_accuracy_std']:.3f} → "
-                              f"{big['summary']['nonzero_accuracy_std']:.3f}"))
+        for big_setting, small_setting in pairs:
+            big = Evaluation.from_record(big_setting["summary"])
+            small = Evaluation.from_record(small_setting["summary"])
+            better, diff = improves(big, small)
+            parts.append(Part(better and spread_shrinks(big, small),
+                              f"{axis} {small_setting[axis]} → {big_setting[axis]}: accuracy "
+                              f"{accuracy(small)} → {accuracy(big)}, std "
+                              f"{small.nonzero_accuracy_std:.3f} → "
+                              f"{big.nonzero_accuracy_std:.3f}"))
     return parts
 
 
@@ -224,7 +225,7 @@ def _filters(r: Results) -> list[Part]:
     arch = r.get("architecture")
     if not arch:
         return _missing("architecture")
-    scan = {(s["depth"], s["filters"]): s["summary"] for s in arch["scan"]}
+    scan = {(s["depth"], s["filters"]): Evaluation.from_record(s["summary"]) for s in arch["scan"]}
     depths = sorted({d for d, _ in scan})
     rises, texts = 0, []
     for depth in depths:
@@ -256,13 +257,15 @@ def _image_sizes(r: Results) -> list[Part]:
     parts = []
     for train in sorted({c["train"] for c in table}):
         cols = sorted((c for c in table if c["train"] == train), key=lambda c: c["test"])
-        better, diff = improves(cols[-1]["summary"], cols[0]["summary"])
+        largest, smallest = (Evaluation.from_record(c["summary"]) for c in (cols[-1], cols[0]))
+        better, diff = improves(largest, smallest)
         parts.append(Part(better, f"train {train} px: test {cols[0]['test']} → "
                                   f"{cols[-1]['test']} px, accuracy {diff} higher"))
     weakest = {VoxelClass.MICHEL, VoxelClass.DELTA}
     bad = []
     for c in table:
-        acc = [classwise(c["summary"], k).value for k in range(len(CLASS_NAMES))]
+        summary = Evaluation.from_record(c["summary"])
+        acc = [classwise(summary, k).value for k in range(len(CLASS_NAMES))]
         lowest = set(np.argsort(np.nan_to_num(acc, nan=-1))[:2].tolist())
         if lowest != weakest:
             bad.append(f"train {c['train']}/test {c['test']}")
@@ -298,6 +301,7 @@ def _relabeling(r: Results) -> list[Part]:
     table = r.get("relabeling", {}).get("table5")
     if not table:
         return _missing("relabeling")
+    table = {column: Evaluation.from_record(record) for column, record in table.items()}
     michel, delta = VoxelClass.MICHEL, VoxelClass.DELTA
     base = classwise(table["train regular / test regular"], michel)
     parts = []

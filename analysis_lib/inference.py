@@ -21,7 +21,7 @@ from analysis_lib.data import Event, open_dataset
 from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import ConfigError
 from analysis_lib.files import atomic_output
-from analysis_lib.metrics import SampleMetrics
+from analysis_lib.metrics import Evaluation, SampleMetrics
 from analysis_lib.models import UResNet
 from analysis_lib.train import default_device
 from analysis_lib.train_config import TrainConfig
@@ -74,7 +74,7 @@ def predict(model: UResNet, data: str | os.PathLike, batch_size: int = 4, relabe
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, batch_size: int = 4,
              relabeled: bool = False, device: str | torch.device | None = None,
              projection: int | None = None, predictions: str | os.PathLike | None = None
-             ) -> dict:
+             ) -> Evaluation:
     """The study's metrics of a trained network on the labelled events of a sample (see
     :class:`SampleMetrics`; ``n_unlabeled`` counts the others), on ``device`` (default: the
     GPU where there is one, as training). A 2D network reads the projection it was trained on
@@ -93,7 +93,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, batch_size:
             kept.append(p)
     if predictions is not None:
         save_predictions(Path(predictions), kept)
-    return metrics.summary() | {"n_unlabeled": unlabeled}
+    return dataclasses.replace(metrics.summary(), n_unlabeled=unlabeled)
 
 
 def save_predictions(path: Path, predictions: list[Prediction]) -> None:

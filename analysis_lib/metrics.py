@@ -1,11 +1,14 @@
 """The study's metrics, per event: nonzero accuracy, classwise nonzero accuracy, confusion
 matrix and softmax statistics, with an accumulator for whole samples."""
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from analysis_lib.errors import DataError
 from analysis_lib.labels import CLASS_NAMES, NUM_CLASSES, VoxelClass
 
 
@@ -84,7 +87,7 @@ class SampleMetrics:
         cm = confusion_matrix(pred, label, self.num_classes)
         self.confusion = cm if self.confusion is None else self.confusion + cm
 
-    def summary(self) -> dict:
+    def summary(self) -> "Evaluation":
         """Mean, std, standard error and per-event values of the nonzero accuracy; classwise
         accuracy averaged over the events where each class is present, with its standard
         error; the confusion matrix and the event count."""
@@ -92,23 +95,68 @@ class SampleMetrics:
         per_class = np.array(self.classwise) if self.classwise else np.full(
             (0, self.num_classes), np.nan)
         present = np.isfinite(per_class).sum(axis=0)
-        classwise = [float(np.nanmean(per_class[:, c])) if present[c] else None
-                     for c in range(self.num_classes)]
-        classwise_sem = [float(np.nanstd(per_class[:, c]) / np.sqrt(present[c]))
-                         if present[c] else None for c in range(self.num_classes)]
+        classwise = tuple(float(np.nanmean(per_class[:, c])) if present[c] else None
+                          for c in range(self.num_classes))
+        classwise_sem = tuple(float(np.nanstd(per_class[:, c]) / np.sqrt(present[c]))
+                              if present[c] else None for c in range(self.num_classes))
         confusion = (self.confusion if self.confusion is not None
                      else np.zeros((self.num_classes,) * 2, np.int64))
-        return {
-            "n_events": len(acc),
-            "nonzero_accuracy": float(acc.mean()) if len(acc) else None,
-            "nonzero_accuracy_std": float(acc.std()) if len(acc) else None,
-            "nonzero_accuracy_sem": float(acc.std() / np.sqrt(len(acc))) if len(acc) else None,
-            "nonzero_accuracy_per_event": acc.tolist(),
-            "classwise_accuracy": classwise,
-            "classwise_accuracy_sem": classwise_sem,
-            "classwise_events": present.tolist(),
-            "confusion_matrix": confusion.tolist(),
-        }
+        some = len(acc) > 0
+        return Evaluation(
+            n_events=len(acc),
+            nonzero_accuracy=float(acc.mean()) if some else None,
+            nonzero_accuracy_std=float(acc.std()) if some else None,
+            nonzero_accuracy_sem=float(acc.std() / np.sqrt(len(acc))) if some else None,
+            nonzero_accuracy_per_event=tuple(acc.tolist()),
+            classwise_accuracy=classwise,
+            classwise_accuracy_sem=classwise_sem,
+            classwise_events=tuple(present.tolist()),
+            confusion_matrix=tuple(map(tuple, confusion.tolist())),
+        )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A network's metrics on a sample (:meth:`SampleMetrics.summary`): the nonzero accuracy
+    over events (mean, std, standard error and each event's value), the classwise accuracy
+    over the events holding each class (None for a class no event holds) with its standard
+    error and event count, the confusion matrix (row = true class), the number of events
+    without labels, and the name of the test set where a chapter gives it."""
+
+    n_events: int
+    nonzero_accuracy: float | None
+    nonzero_accuracy_std: float | None
+    nonzero_accuracy_sem: float | None
+    nonzero_accuracy_per_event: tuple[float, ...]
+    classwise_accuracy: tuple[float | None, ...]
+    classwise_accuracy_sem: tuple[float | None, ...]
+    classwise_events: tuple[int, ...]
+    confusion_matrix: tuple[tuple[int, ...], ...]
+    n_unlabeled: int = 0
+    test_set: str | None = None
+
+    def on(self, test_set: str) -> "Evaluation":
+        """The same numbers, naming the test set they were measured on."""
+        return dataclasses.replace(self, test_set=test_set)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Classwise and overall accuracy with standard errors and event counts, a row each."""
+        return pd.DataFrame(
+            {"accuracy": [*self.classwise_accuracy, self.nonzero_accuracy],
+             "standard error": [*self.classwise_accuracy_sem, self.nonzero_accuracy_sem],
+             "events": [*self.classwise_events, self.n_events]},
+            index=[*CLASS_NAMES, "nonzero"]).astype({"accuracy": float, "standard error": float})
+
+    @classmethod
+    def from_record(cls, record: Mapping) -> "Evaluation":
+        """Read one back from JSON (a cached evaluation or a chapter's recorded results)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(record) - names
+        if unknown:
+            raise DataError(f"not an evaluation record: unknown fields {sorted(unknown)}")
+        values = {k: tuple(map(tuple, v)) if k == "confusion_matrix" else
+                  tuple(v) if isinstance(v, list) else v for k, v in record.items()}
+        return cls(**values)
 
 
 def running_mean(values: np.ndarray, window: int) -> np.ndarray:

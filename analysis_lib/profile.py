@@ -24,6 +24,7 @@ import torch
 
 from analysis_lib.batching import Batch, first_events
 from analysis_lib.errors import AnalysisError, ConfigError
+from analysis_lib.metrics import Evaluation
 from analysis_lib.models import UResNet
 
 MODES = ("inference", "train")
@@ -196,28 +197,29 @@ class Table2:
 
 
 def measure_table2(columns: Sequence[Mapping], net: ModelSpec, path_of: Callable[[str], Path],
-                   accuracy: Mapping[str, dict], device: str = "cpu", repeats: int = 2
+                   accuracy: Mapping[str, Evaluation], device: str = "cpu", repeats: int = 2
                    ) -> Table2:
     """Measure Table II: for each column ``{backend, data, batch, train (default true),
-    trained (the name of an accuracy summary, optional)}`` the inference and training step of
-    ``net`` with the column's backend on the first ``batch`` events of the data set, with the
-    nonzero accuracy of the named summary."""
+    trained (the name of an accuracy summary, optional), repeats (default ``repeats``)}`` the
+    inference and training step of ``net`` with the column's backend on the first ``batch``
+    events of the data set, with the nonzero accuracy of the named summary."""
     rows, settings, exhausted = {}, {}, []
     for col in columns:
         batch = first_events(str(path_of(col["data"])), col["batch"])
         size = batch.spatial_size
         spec = dataclasses.replace(net, backend=col["backend"])
         name = f"{col['backend']} · {size} px · batch {col['batch']}"
-        test = measure(spec, batch, "inference", device, repeats)
-        step = measure(spec, batch, "train", device, repeats) if col.get("train", True) else None
+        times = col.get("repeats", repeats)
+        test = measure(spec, batch, "inference", device, times)
+        step = measure(spec, batch, "train", device, times) if col.get("train", True) else None
         if test.out_of_memory or (step and step.out_of_memory):
             exhausted.append(name)
         summary = accuracy.get(col.get("trained"))
         settings[name] = (col["backend"], size, col["batch"])
         rows[name] = {
             "voxels in batch": batch.coords.shape[0],
-            "nonzero accuracy mean": summary and round(summary["nonzero_accuracy"], 3),
-            "nonzero accuracy std": summary and round(summary["nonzero_accuracy_std"], 3),
+            "nonzero accuracy mean": summary and round(summary.nonzero_accuracy, 3),
+            "nonzero accuracy std": summary and round(summary.nonzero_accuracy_std, 3),
             "memory test (GB)": test.memory_delta_bytes / GB,
             "memory train (GB)": step and step.memory_delta_bytes / GB,
             "memory test, process peak (GB)": test.memory_bytes / GB,

@@ -28,17 +28,31 @@ PROFILES = ("ci", "paper")
 
 
 @dataclass(frozen=True)
+class Training:
+    """How a profile trains its runs before the chapters: ``workers`` side by side, one thread
+    each (1: each chapter trains what it needs when it needs it), except the runs ``alone``,
+    which their chapter trains by themselves (runs whose logged wall time the book reports)."""
+
+    workers: int = 1
+    alone: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Profile:
-    """A profile's parameters: shared ones and one mapping per notebook."""
+    """A profile's parameters (``book/params/<name>.yaml``): the data manifest, the networks by
+    name (:class:`~analysis_lib.train_config.TrainConfig` fields, with the data set and the
+    fine-tuned run by name), how they train, and one mapping per notebook."""
 
     name: str
-    shared: dict
+    manifest: str
+    runs: Mapping[str, Mapping]
+    training: Training
     notebooks: dict[str, dict]
 
     @property
     def manifest_path(self) -> Path:
-        """The data manifest the profile names (``shared.manifest``), from the repository."""
-        return ROOT / self.shared.get("manifest", "data_manifest.yaml")
+        """The data manifest the profile names, from the repository."""
+        return ROOT / self.manifest
 
 
 def load_profile(name: str, book: Path = BOOK) -> Profile:
@@ -55,8 +69,35 @@ def load_profile(name: str, book: Path = BOOK) -> Profile:
     if unknown:
         raise ConfigError(f"{path}: parameters for unknown notebook(s) {unknown}; "
                           f"notebooks are {sorted(sources)}")
-    return Profile(name, dict(raw.get("shared") or {}), {k: dict(v or {}) for k, v in
-                                                          notebooks.items()})
+    shared = dict(raw.get("shared") or {})
+    for key in shared:
+        if key not in _SHARED_KEYS:
+            raise ConfigError(f"{path}: unknown shared setting {key!r}"
+                              f"{did_you_mean(key, _SHARED_KEYS)}; settings are {_SHARED_KEYS}")
+    runs = {run: dict(spec or {}) for run, spec in (shared.get("runs") or {}).items()}
+    return Profile(name, shared.get("manifest", "data_manifest.yaml"), runs,
+                   _training(shared.get("training") or {}, runs, path),
+                   {k: dict(v or {}) for k, v in notebooks.items()})
+
+
+_SHARED_KEYS = ("manifest", "runs", "training")
+
+
+def _training(settings: Mapping, runs: Mapping, path: Path) -> Training:
+    """``shared.training`` checked: known keys, a positive number of workers, known runs."""
+    fields = ("workers", "alone")
+    for key in settings:
+        if key not in fields:
+            raise ConfigError(f"{path}: unknown setting shared.training.{key}"
+                              f"{did_you_mean(key, fields)}; settings are {fields}")
+    workers, alone = settings.get("workers", 1), tuple(settings.get("alone") or ())
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ConfigError(f"{path}: shared.training.workers must be a positive int, "
+                          f"got {workers!r}")
+    unknown = sorted(set(alone) - set(runs))
+    if unknown:
+        raise ConfigError(f"{path}: shared.training.alone names unknown run(s) {unknown}")
+    return Training(workers, alone)
 
 
 @dataclass(frozen=True)
@@ -77,7 +118,7 @@ class Chapter:
         """The profile's networks by name (validated; none is trained by asking)."""
         from analysis_lib.experiments import profile_runs
 
-        return profile_runs(self.profile.shared.get("runs") or {}, self.data.path_of)
+        return profile_runs(self.profile.runs, self.data.path_of)
 
     def trained(self, names: Mapping[object, str]) -> dict[object, Experiment]:
         """The networks ``names`` maps to (label -> run name) under the same labels, each
@@ -89,10 +130,10 @@ class Chapter:
 
     def data_set_of(self, run: str) -> str:
         """The name of the data set network ``run`` trains on."""
-        specs = self.profile.shared.get("runs") or {}
-        if run not in specs:
-            raise ConfigError(f"run {run!r} is not among the {self.profile.name} profile's runs")
-        return specs[run]["data"]
+        if run not in self.profile.runs:
+            raise ConfigError(f"run {run!r} is not among the {self.profile.name} profile's runs"
+                              f"{did_you_mean(run, self.profile.runs)}")
+        return self.profile.runs[run]["data"]
 
     def __getattr__(self, key: str) -> object:
         params = self.__dict__.get("params", {})

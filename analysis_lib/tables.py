@@ -1,18 +1,20 @@
-"""Tables the chapters show, built from evaluation summaries (see :class:`SampleMetrics`)."""
+"""Tables the chapters show, built from evaluations (:class:`analysis_lib.metrics.Evaluation`)."""
 
 from collections.abc import Mapping
 
 import pandas as pd
 
+from analysis_lib.metrics import Evaluation
 from analysis_lib.paper import CLASSWISE_ROWS
 
 
-def classwise_columns(summaries: Mapping[object, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def classwise_columns(summaries: Mapping[object, Evaluation]
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Classwise and overall accuracy per column, and their standard errors (two frames with
     the rows of :data:`CLASSWISE_ROWS`)."""
-    values = pd.DataFrame({k: [*s["classwise_accuracy"], s["nonzero_accuracy"]]
+    values = pd.DataFrame({k: [*s.classwise_accuracy, s.nonzero_accuracy]
                            for k, s in summaries.items()}, index=list(CLASSWISE_ROWS))
-    errors = pd.DataFrame({k: [*s["classwise_accuracy_sem"], s["nonzero_accuracy_sem"]]
+    errors = pd.DataFrame({k: [*s.classwise_accuracy_sem, s.nonzero_accuracy_sem]
                            for k, s in summaries.items()}, index=list(CLASSWISE_ROWS))
     return values.astype(float), errors.astype(float)
 

@@ -54,8 +54,8 @@ for budget in spec["budgets"]:
         continue
     it = saved[-1]
     r = evaluate(f"{spec['out']}/run/checkpoint_{it}.pt", spec["test"])
-    rows.append({"budget_min": budget, "iteration": it, "accuracy": r["nonzero_accuracy"],
-                 "sem": r["nonzero_accuracy_sem"], "classwise": r["classwise_accuracy"]})
+    rows.append({"budget_min": budget, "iteration": it, "accuracy": r.nonzero_accuracy,
+                 "sem": r.nonzero_accuracy_sem, "classwise": r.classwise_accuracy})
 print("RESULT " + json.dumps({"step_s": step, "rows": rows}))
 """
 

@@ -8,9 +8,11 @@ import signal
 import pytest
 import torch
 
+from analysis_lib import profile
 from analysis_lib.batching import first_events
-from analysis_lib.errors import AnalysisError, ConfigError
+from analysis_lib.errors import AnalysisError, ConfigError, TrainingError
 from analysis_lib.experiments import Experiment, code_version, profile_runs, train_all
+from analysis_lib.metrics import Evaluation
 from analysis_lib.profile import ModelSpec, measure, measure_cases, measure_table2
 from analysis_lib.train_config import TrainConfig
 
@@ -26,6 +28,19 @@ def test_run_is_cached_and_keyed_by_config(tiny_sample, tmp_path):
     first = run.evaluation(tiny_sample)
     assert run.evaluation(tiny_sample) == first
     assert len(list(run.folder.glob("eval_*.json"))) == 1
+
+
+def test_reading_a_result_never_trains(tiny_sample, tmp_path):
+    cfg = TrainConfig(data=str(tiny_sample), depth=3, filters=4, batch_size=2, iterations=2)
+    run = Experiment(cfg, root=tmp_path)
+    for read in (lambda: run.evaluation(tiny_sample), run.probes, run.log):
+        with pytest.raises(TrainingError, match="not trained yet"):
+            read()
+    assert not run.folder.exists()
+    named = profile_runs({"tiny run": {"data": "tiny", "depth": 3}}, lambda name: tiny_sample,
+                         tmp_path)["tiny run"]
+    with pytest.raises(TrainingError, match="run 'tiny run' .* not trained yet"):
+        named.log()
 
 
 def test_the_artifacts_folder_can_be_moved(tiny_sample, tmp_path, monkeypatch):
@@ -62,7 +77,8 @@ def test_scan_gives_a_row_per_case_with_its_labels(tiny_sample):
 def test_table2_measures_each_column_and_takes_accuracy_by_name(tiny_sample):
     columns = [{"backend": "dense", "data": "tiny", "batch": 2, "train": False},
                {"backend": "sparse", "data": "tiny", "batch": 2, "trained": "net"}]
-    accuracy = {"net": {"nonzero_accuracy": 0.91234, "nonzero_accuracy_std": 0.05}}
+    accuracy = {"net": Evaluation(1, 0.91234, 0.05, 0.05, (0.91234,), (None,) * 5, (None,) * 5,
+                                  (0,) * 5, ((0,) * 5,) * 5)}
     table = measure_table2(columns, ModelSpec(3, 3, 4, "sparse"), lambda name: tiny_sample,
                            accuracy, repeats=1)
     dense, sparse = "dense · 32 px · batch 2", "sparse · 32 px · batch 2"
@@ -75,6 +91,22 @@ def test_table2_measures_each_column_and_takes_accuracy_by_name(tiny_sample):
     voxels = len(first_events(str(tiny_sample), 2).coords)
     assert table.frame.loc["voxels in batch", sparse] == voxels
     assert table.out_of_memory == ()
+
+
+def test_table2_column_may_set_its_own_repeats(tiny_sample, monkeypatch):
+    seen = []
+
+    def fake(spec, batch, mode, device, repeats):
+        seen.append((spec.backend, mode, repeats))
+        return profile.Measurement.exhausted(mode, device, len(batch.coords))
+    monkeypatch.setattr(profile, "measure", fake)
+    columns = [{"backend": "dense", "data": "tiny", "batch": 2, "repeats": 1},
+               {"backend": "sparse", "data": "tiny", "batch": 2}]
+    table = measure_table2(columns, ModelSpec(3, 3, 4, "sparse"), lambda name: tiny_sample, {},
+                           repeats=3)
+    assert seen == [("dense", "inference", 1), ("dense", "train", 1),
+                    ("sparse", "inference", 3), ("sparse", "train", 3)]
+    assert len(table.out_of_memory) == 2
 
 
 class _OutOfMemorySpec(ModelSpec):

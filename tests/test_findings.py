@@ -2,6 +2,7 @@
 where its numbers say so."""
 
 import copy
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 from analysis_lib import findings, results
 from analysis_lib.errors import DataError
 from analysis_lib.findings import NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED
+from analysis_lib.metrics import Evaluation
 
 
 def _summary(acc, std=0.05, n=100, classwise=(0.9, 0.9, 0.9, 0.5, 0.4), test_set="t",
@@ -17,12 +19,13 @@ def _summary(acc, std=0.05, n=100, classwise=(0.9, 0.9, 0.9, 0.5, 0.4), test_set
     rng = np.random.default_rng(seed)
     per_event = np.clip(acc + std * rng.standard_normal(n), 0, 1)
     per_event += acc - per_event.mean() + shift
-    return {"n_events": n, "nonzero_accuracy": float(per_event.mean()),
-            "nonzero_accuracy_std": float(per_event.std()),
-            "nonzero_accuracy_sem": float(per_event.std() / np.sqrt(n)),
-            "nonzero_accuracy_per_event": per_event.tolist(),
-            "classwise_accuracy": list(classwise), "classwise_accuracy_sem": [0.01] * 5,
-            "test_set": test_set}
+    return dataclasses.asdict(Evaluation(
+        n_events=n, nonzero_accuracy=float(per_event.mean()),
+        nonzero_accuracy_std=float(per_event.std()),
+        nonzero_accuracy_sem=float(per_event.std() / np.sqrt(n)),
+        nonzero_accuracy_per_event=tuple(per_event.tolist()),
+        classwise_accuracy=tuple(classwise), classwise_accuracy_sem=(0.01,) * 5,
+        classwise_events=(n,) * 5, confusion_matrix=((0,) * 5,) * 5, test_set=test_set))
 
 
 def _good() -> dict:
@@ -141,10 +144,9 @@ def test_small_michel_sample_is_untestable():
 
 
 def test_paired_difference_uses_per_event_values_only_on_the_same_events():
-    a, b = _summary(0.9, test_set="x"), _summary(0.8, test_set="x")
+    a, b = (Evaluation.from_record(_summary(acc, test_set="x")) for acc in (0.9, 0.8))
     assert findings.paired_difference(a, b).value == pytest.approx(0.1)
-    b["test_set"] = "y"
-    assert findings.paired_difference(a, b) is None
+    assert findings.paired_difference(a, b.on("y")) is None
 
 
 def test_markdown_table_counts_verdicts():

@@ -1,9 +1,15 @@
 """The study's metrics on hand-computed cases."""
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 
+from analysis_lib.errors import DataError
+from analysis_lib.labels import CLASS_NAMES
 from analysis_lib.metrics import (
+    Evaluation,
     SampleMetrics,
     boundary_distance,
     classwise_accuracy,
@@ -46,16 +52,36 @@ def test_sample_summary_averages_classwise_over_events_where_present():
     m.update(np.array([0, 0, 1]), np.array([0, 1, 1]))  # acc 2/3; class0 1, class1 0.5
     m.update(np.array([2, 2]), np.array([2, 0]))  # acc 1/2; class0 0, class2 1
     s = m.summary()
-    assert s["n_events"] == 2
-    assert s["nonzero_accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
-    assert s["nonzero_accuracy_std"] == pytest.approx(np.std([2 / 3, 1 / 2]))
-    assert s["classwise_accuracy"] == [pytest.approx(0.5), pytest.approx(0.5), 1.0]
-    assert s["classwise_events"] == [2, 1, 1]
-    assert s["confusion_matrix"] == [[1, 0, 1], [1, 1, 0], [0, 0, 1]]
+    assert s.n_events == 2 and s.n_unlabeled == 0 and s.test_set is None
+    assert s.nonzero_accuracy == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert s.nonzero_accuracy_std == pytest.approx(np.std([2 / 3, 1 / 2]))
+    assert s.classwise_accuracy == (pytest.approx(0.5), pytest.approx(0.5), 1.0)
+    assert s.classwise_events == (2, 1, 1)
+    assert s.confusion_matrix == ((1, 0, 1), (1, 1, 0), (0, 0, 1))
     # standard errors: std over the events / sqrt(events), per class over the events with it
-    assert s["nonzero_accuracy_sem"] == pytest.approx(np.std([2 / 3, 1 / 2]) / np.sqrt(2))
-    assert s["nonzero_accuracy_per_event"] == [pytest.approx(2 / 3), 0.5]
-    assert s["classwise_accuracy_sem"] == [pytest.approx(0.5 / np.sqrt(2)), 0.0, 0.0]
+    assert s.nonzero_accuracy_sem == pytest.approx(np.std([2 / 3, 1 / 2]) / np.sqrt(2))
+    assert s.nonzero_accuracy_per_event == (pytest.approx(2 / 3), 0.5)
+    assert s.classwise_accuracy_sem == (pytest.approx(0.5 / np.sqrt(2)), 0.0, 0.0)
+
+
+def test_evaluation_reads_back_from_json_and_tabulates():
+    m = SampleMetrics()
+    m.update(np.array([0, 1, 1, 4]), np.array([0, 1, 2, 4]))
+    s = m.summary().on("test set")
+    back = Evaluation.from_record(json.loads(json.dumps(dataclasses.asdict(s))))
+    assert back == s and back.test_set == "test set"
+    frame = s.to_frame()
+    assert list(frame.index) == [*CLASS_NAMES, "nonzero"]
+    assert frame.loc["EM shower", "accuracy"] == 0.0 and frame.loc["nonzero", "accuracy"] == 0.75
+    assert np.isnan(frame.loc["Delta ray", "accuracy"]) and frame.loc["Delta ray", "events"] == 0
+    with pytest.raises(DataError, match="unknown fields"):
+        Evaluation.from_record({**dataclasses.asdict(s), "accuracy": 1.0})
+
+
+def test_empty_sample_has_no_accuracy():
+    s = SampleMetrics().summary()
+    assert s.n_events == 0 and s.nonzero_accuracy is None
+    assert s.classwise_accuracy == (None,) * 5
 
 
 def test_running_mean_skips_nan():

@@ -11,14 +11,9 @@ import tomllib
 import yaml
 
 from analysis_lib.errors import ConfigError
-from analysis_lib.reproduce import (
-    execution_order,
-    notebook_order,
-    plan_runs,
-    print_plan,
-    train_runs,
-)
-from analysis_lib.study import BOOK, PROFILES, load_profile
+from analysis_lib.plan import plan_runs, print_plan
+from analysis_lib.reproduce import execution_order, notebook_order, train_runs
+from analysis_lib.study import BOOK, PROFILES, Training, load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "analysis_lib"
@@ -161,7 +156,7 @@ def test_unknown_profile_is_a_config_error():
 def test_dry_run_lists_every_run_with_gpu_hours(profile, capsys):
     plan = print_plan(profile)
     out = capsys.readouterr().out
-    assert [row["run"] for row in plan] == list(load_profile(profile).shared["runs"])
+    assert [row["run"] for row in plan] == list(load_profile(profile).runs)
     for row in plan:
         assert row["run"] in out
         assert row["GPU-hours"] > 0
@@ -177,9 +172,8 @@ def test_dry_run_needs_no_data(tmp_path):
 
 def test_dry_run_refuses_a_misspelled_run_setting():
     profile = load_profile("ci")
-    runs = {**profile.shared["runs"], "main": {**profile.shared["runs"]["main"],
-                                              "iteratons": 10}}
-    bad = dataclasses.replace(profile, shared={**profile.shared, "runs": runs})
+    runs = {**profile.runs, "main": {**profile.runs["main"], "iteratons": 10}}
+    bad = dataclasses.replace(profile, runs=runs)
     with pytest.raises(ConfigError, match="run 'main': unknown setting 'iteratons'; did you "
                                           "mean 'iterations'"):
         plan_runs(bad, profile.manifest_path)
@@ -192,23 +186,28 @@ def test_findings_page_comes_first_in_the_book_and_runs_last():
 
 
 @pytest.mark.parametrize(
-    ("training", "message"),
-    [({"workers": 0}, "workers must be a positive int"),
-     ({"workers": "2"}, "workers must be a positive int"),
-     ({"workers": 2, "alone": ["nope"]}, r"unknown run\(s\) \['nope'\]")],
+    ("shared", "message"),
+    [({"training": {"workers": 0}}, "workers must be a positive int"),
+     ({"training": {"workers": "2"}}, "workers must be a positive int"),
+     ({"training": {"workers": 2, "alone": ["nope"]}}, r"unknown run\(s\) \['nope'\]"),
+     ({"training": {"worker": 2}}, "unknown setting shared.training.worker; did you mean"),
+     ({"run": {}}, "unknown shared setting 'run'; did you mean 'runs'")],
 )
-def test_bad_training_settings_are_config_errors(training, message):
-    profile = load_profile("ci")
-    shared = {**profile.shared, "training": training}
+def test_bad_shared_settings_are_config_errors(tmp_path, shared, message):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "ci.yaml").write_text(yaml.safe_dump(
+        {"shared": {"runs": {"a": {"data": "x"}}, **shared}, "notebooks": {}}))
     with pytest.raises(ConfigError, match=message):
-        train_runs(dataclasses.replace(profile, shared=shared))
+        load_profile("ci", book=tmp_path)
 
 
 def test_ci_profile_trains_side_by_side_except_the_timed_runs():
-    training = load_profile("ci").shared["training"]
-    assert training["workers"] == 2
-    assert set(training["alone"]) == set(load_profile("ci").notebooks["sparse_vs_dense"]
-                                         ["curve_runs"].values())
+    profile = load_profile("ci")
+    assert profile.training.workers == 2
+    assert set(profile.training.alone) == set(profile.notebooks["sparse_vs_dense"]
+                                              ["curve_runs"].values())
+    train_runs(dataclasses.replace(profile, training=Training(workers=1)))  # trains nothing
 
 
 def _one_notebook_book(book, name: str, cells: list[str]) -> None:
@@ -230,7 +229,7 @@ def test_a_failing_notebook_is_named_with_its_source_cell(tmp_path):
     _one_notebook_book(tmp_path, "broken", ["x = 1", "y = 1 / 0"])
     with pytest.raises(BuildError, match=r"broken.md failed in code cell 3 \('y = 1 / 0'\): "
                                          r"ZeroDivisionError"):
-        execute_notebooks(Profile("ci", {}, {}), book=tmp_path)
+        execute_notebooks(Profile("ci", "data_manifest.yaml", {}, Training(), {}), book=tmp_path)
 
 
 def test_the_injected_parameters_cell_is_removed_from_the_rendered_chapter(tmp_path):
@@ -240,7 +239,7 @@ def test_the_injected_parameters_cell_is_removed_from_the_rendered_chapter(tmp_p
     from analysis_lib.study import Profile
 
     _one_notebook_book(tmp_path, "fine", [])
-    execute_notebooks(Profile("ci", {}, {}), book=tmp_path)
+    execute_notebooks(Profile("ci", "data_manifest.yaml", {}, Training(), {}), book=tmp_path)
     cells = nbformat.read(tmp_path / "executed" / "fine.ipynb", as_version=4).cells
     injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]

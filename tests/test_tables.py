@@ -2,6 +2,7 @@
 
 import pandas as pd
 
+from analysis_lib.metrics import Evaluation
 from analysis_lib.tables import (
     classwise_columns,
     dense_over_sparse,
@@ -11,9 +12,11 @@ from analysis_lib.tables import (
 
 
 def _summary(overall, michel):
-    return {"classwise_accuracy": [0.9, 0.8, 0.7, None, michel],
-            "classwise_accuracy_sem": [0.01, 0.02, 0.03, None, 0.05],
-            "nonzero_accuracy": overall, "nonzero_accuracy_sem": 0.004}
+    return Evaluation(n_events=10, nonzero_accuracy=overall, nonzero_accuracy_std=0.01,
+                      nonzero_accuracy_sem=0.004, nonzero_accuracy_per_event=(overall,) * 10,
+                      classwise_accuracy=(0.9, 0.8, 0.7, None, michel),
+                      classwise_accuracy_sem=(0.01, 0.02, 0.03, None, 0.05),
+                      classwise_events=(10, 10, 10, 0, 3), confusion_matrix=((0,) * 5,) * 5)
 
 
 def test_classwise_columns_and_errors():

@@ -19,7 +19,20 @@ from numba import njit
 
 from analysis_lib.labels import VoxelClass
 from analysis_lib.sim import constants as c
-from analysis_lib.sim.tables import DLN_T, LN_T0, N_GRID, Row
+from analysis_lib.sim.sampling import (
+    brems_integral,
+    brems_photon_energy,
+    delta_ray_mean_energy,
+    isotropic,
+    ke_at_range,
+    klein_nishina,
+    lookup,
+    michel_energy,
+    rotate,
+    scatter,
+    urban_u,
+)
+from analysis_lib.sim.tables import Row
 
 # Kinds of stack entries (small ints, not PDG codes, so the engine can branch cheaply).
 ELECTRON, POSITRON, PHOTON, MUON_MINUS, MUON_PLUS, PION_PLUS, PION_MINUS, PROTON = range(8)
@@ -78,62 +91,8 @@ MASSES = np.array(
 
 
 @njit(cache=True)
-def _lookup(tab, row, t):
-    """Linear interpolation of a table row in ln T."""
-    u = (math.log(max(t, 1e-12)) - LN_T0) / DLN_T
-    if u <= 0.0:
-        return tab[row, 0]
-    if u >= N_GRID - 1:
-        return tab[row, N_GRID - 1]
-    i = int(u)
-    f = u - i
-    return tab[row, i] * (1.0 - f) + tab[row, i + 1] * f
-
-
-@njit(cache=True)
-def _ke_at_range(tab, row, r):
-    """Inverse of a range row: the kinetic energy whose CSDA range is ``r`` (cm)."""
-    ranges = tab[row]
-    i = np.searchsorted(ranges, r)
-    if i <= 0:
-        return math.exp(LN_T0) * r / ranges[0]
-    if i >= N_GRID:
-        i = N_GRID - 1
-    f = (r - ranges[i - 1]) / (ranges[i] - ranges[i - 1])
-    return math.exp(LN_T0 + (i - 1 + f) * DLN_T)
-
-
-@njit(cache=True)
 def _set_end(table, row, x, y, z):
     table[row, T_X1], table[row, T_Y1], table[row, T_Z1] = x, y, z
-
-
-@njit(cache=True)
-def _rotate(dx, dy, dz, cost, phi):
-    """Direction at polar angle acos(cost), azimuth phi, around the unit vector (dx, dy, dz)."""
-    sint = math.sqrt(max(0.0, 1.0 - cost * cost))
-    # an orthonormal pair perpendicular to d
-    if abs(dz) < 0.9:
-        ax, ay, az = -dy, dx, 0.0
-    else:
-        ax, ay, az = 0.0, -dz, dy
-    n = math.sqrt(ax * ax + ay * ay + az * az)
-    ax, ay, az = ax / n, ay / n, az / n
-    bx, by, bz = dy * az - dz * ay, dz * ax - dx * az, dx * ay - dy * ax
-    cp, sp = math.cos(phi), math.sin(phi)
-    nx = cost * dx + sint * (cp * ax + sp * bx)
-    ny = cost * dy + sint * (cp * ay + sp * by)
-    nz = cost * dz + sint * (cp * az + sp * bz)
-    n = math.sqrt(nx * nx + ny * ny + nz * nz)
-    return nx / n, ny / n, nz / n
-
-
-@njit(cache=True)
-def _isotropic(rng):
-    cost = 2.0 * rng.random() - 1.0
-    phi = 2.0 * math.pi * rng.random()
-    sint = math.sqrt(1.0 - cost * cost)
-    return sint * math.cos(phi), sint * math.sin(phi), cost
 
 
 @njit(cache=True)
@@ -209,51 +168,6 @@ def _outside(x, y, z, lo, hi, margin):
 
 
 @njit(cache=True)
-def _kappa(p_mev):
-    """LAr-tuned Highland constant (MeV), with p held at >= 0.1 GeV/c where the fit was made."""
-    p_gev = max(p_mev * 1e-3, 0.1)
-    return 0.1049 / (p_gev * p_gev) + 11.0038
-
-
-@njit(cache=True)
-def _scatter(rng, dx, dy, dz, t, mass, step):
-    """Highland multiple scattering over ``step`` cm (no log term), as two Gaussian projections."""
-    p = math.sqrt(t * (t + 2.0 * mass))
-    beta = p / (t + mass)
-    kappa = _kappa(p) if mass > ME else 13.6
-    theta0 = kappa / (beta * p) * math.sqrt(step / X0)
-    tx = rng.normal() * theta0
-    ty = rng.normal() * theta0
-    theta = math.sqrt(tx * tx + ty * ty)
-    if theta > math.pi:
-        theta = math.pi
-    return _rotate(dx, dy, dz, math.cos(theta), math.atan2(ty, tx))
-
-
-@njit(cache=True)
-def _michel_energy(rng):
-    """Total energy (MeV) from dN/dx ∝ x²(3 − 2x), x = 2E/m_μ, by rejection (max of pdf = 1)."""
-    while True:
-        x = rng.random()
-        if rng.random() <= x * x * (3.0 - 2.0 * x):
-            return x * c.MICHEL_ENDPOINT_MEV
-
-
-@njit(cache=True)
-def _delta_ray_mean_energy(t, mass, beta2, tmax, wcut):
-    """Mean energy (MeV/cm) carried by δ-rays above ``wcut`` (spin-1/2 cross-section)."""
-    if tmax <= wcut:
-        return 0.0
-    etot = t + mass
-    cst = c.DELTA_RAY_CONSTANT_MEV_CM / beta2
-    return cst * (
-        math.log(tmax / wcut)
-        - beta2 * (tmax - wcut) / tmax
-        + (tmax * tmax - wcut * wcut) / (4.0 * etot * etot)
-    )
-
-
-@njit(cache=True)
 def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, table, nt, q, lo, hi):
     """Follow one μ/π/p (table row ``row``) to its end; push its secondaries."""
     mass = MASSES[kind]
@@ -272,7 +186,7 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
             table[row, T_EOUT] += t
             t = 0.0
             break
-        residual = _lookup(tab, r_row, t)
+        residual = lookup(tab, r_row, t)
         if residual <= step:
             dep = _deposit_segment(
                 dep, nd, x, y, z, dx, dy, dz, residual, t, row, sem, 0, table, spacing
@@ -291,10 +205,10 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
         beta2 = 1.0 - 1.0 / (gamma * gamma)
         ratio = ME / mass
         tmax = 2.0 * ME * beta2 * gamma * gamma / (1.0 + 2.0 * gamma * ratio + ratio * ratio)
-        mean_delta = _delta_ray_mean_energy(t, mass, beta2, tmax, wcut) * step
+        mean_delta = delta_ray_mean_energy(t, mass, beta2, tmax, wcut) * step
         xi = c.DELTA_RAY_CONSTANT_MEV_CM * step / beta2
         sigma = math.sqrt(xi * wcut * (1.0 - 0.5 * beta2))
-        mean_loss = t - _ke_at_range(tab, r_row, residual - step)
+        mean_loss = t - ke_at_range(tab, r_row, residual - step)
         e_cont = max(0.0, mean_loss - mean_delta + sigma * rng.normal())
         e_delta = 0.0
         if tmax > wcut:
@@ -313,7 +227,7 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
                 pe = math.sqrt(td * (td + 2.0 * ME))
                 pmax = math.sqrt(tmax * (tmax + 2.0 * ME))
                 cost = min(1.0, td / pe * pmax / tmax)
-                ex, ey, ez = _rotate(dx, dy, dz, cost, 2.0 * math.pi * rng.random())
+                ex, ey, ez = rotate(dx, dy, dz, cost, 2.0 * math.pi * rng.random())
                 if td >= q[Q_ECUT]:
                     table[row, T_ECHILD] += td
                     table = _new_row(
@@ -324,7 +238,7 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
                         stack, ns, ELECTRON, px, py, pz, ex, ey, ez, td, nt[0] - 1, DELTA, 1, 1
                     )
                 else:
-                    reach = _lookup(tab, Row.RANGE_ELECTRON, td)
+                    reach = lookup(tab, Row.RANGE_ELECTRON, td)
                     dep = _deposit(
                         dep, nd, px + reach * ex, py + reach * ey, pz + reach * ez, td, row, sem, 0,
                         table
@@ -337,7 +251,7 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
         table[row, T_LENGTH] += step
         t -= e_cont + e_delta
         if t > 0.0:
-            dx, dy, dz = _scatter(rng, dx, dy, dz, t, mass, step)
+            dx, dy, dz = scatter(rng, dx, dy, dz, t, mass, step)
     _set_end(table, row, x, y, z)
     stack, table = _at_rest(rng, kind, row, x, y, z, stack, ns, table, nt, q, interaction)
     return stack, dep, table
@@ -350,7 +264,7 @@ def _hadronic_interaction(rng, x, y, z, t, row, kind, stack, ns, table, nt, inte
     given = 0.0
     for _ in range(int(rng.integers(0, 3))):
         tp = rng.random() * 0.5 * t
-        dx, dy, dz = _isotropic(rng)
+        dx, dy, dz = isotropic(rng)
         given += tp
         table = _new_row(table, nt, PROTON, row, process, x, y, z, dx, dy, dz, tp, HIP, interaction)
         stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, HIP, 0, 1)
@@ -365,14 +279,14 @@ def _at_rest(rng, kind, row, x, y, z, stack, ns, table, nt, q, interaction):
     if kind == MUON_PLUS or (kind == MUON_MINUS and rng.random() >= q[Q_CAPTURE]):
         e_kind = POSITRON if kind == MUON_PLUS else ELECTRON
         process = P_DECAY if kind == MUON_PLUS else P_MUCAPTURE
-        te = max(_michel_energy(rng) - ME, 1e-3)
-        dx, dy, dz = _isotropic(rng)
+        te = max(michel_energy(rng) - ME, 1e-3)
+        dx, dy, dz = isotropic(rng)
         table = _new_row(
             table, nt, e_kind, row, process, x, y, z, dx, dy, dz, te, MICHEL, interaction
         )
         stack = _push(stack, ns, e_kind, x, y, z, dx, dy, dz, te, nt[0] - 1, MICHEL, 1, 1)
     elif kind == PION_PLUS:
-        dx, dy, dz = _isotropic(rng)
+        dx, dy, dz = isotropic(rng)
         tm = c.PION_DECAY_MUON_KE_MEV
         table = _new_row(
             table, nt, MUON_PLUS, row, P_DECAY, x, y, z, dx, dy, dz, tm, MIP, interaction
@@ -381,33 +295,12 @@ def _at_rest(rng, kind, row, x, y, z, stack, ns, table, nt, q, interaction):
     elif kind == PION_MINUS:
         for _ in range(int(rng.integers(0, 3))):
             tp = 10.0 + 50.0 * rng.random()
-            dx, dy, dz = _isotropic(rng)
+            dx, dy, dz = isotropic(rng)
             table = _new_row(
                 table, nt, PROTON, row, P_CAPTURE, x, y, z, dx, dy, dz, tp, HIP, interaction
             )
             stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, HIP, 0, 1)
     return stack, table
-
-
-@njit(cache=True)
-def _brems_integral(t, kc):
-    """∫_{kc}^{T} (4/3 − 4/3 y + y²) dk/k with y = k/E."""
-    e = t + ME
-    return (
-        (4.0 / 3.0) * math.log(t / kc)
-        - (4.0 / 3.0) * (t - kc) / e
-        + (t * t - kc * kc) / (2.0 * e * e)
-    )
-
-
-@njit(cache=True)
-def _brems_photon_energy(rng, t, kc):
-    e = t + ME
-    while True:
-        k = kc * math.exp(rng.random() * math.log(t / kc))
-        y = k / e
-        if rng.random() * (4.0 / 3.0) <= 4.0 / 3.0 - 4.0 / 3.0 * y + y * y:
-            return k
 
 
 @njit(cache=True)
@@ -425,7 +318,7 @@ def _electron(
                 _set_end(table, owner, x, y, z)
             return stack, dep
         if t < q[Q_ECUT]:
-            reach = _lookup(tab, Row.RANGE_ELECTRON, t)
+            reach = lookup(tab, Row.RANGE_ELECTRON, t)
             dep = _deposit_segment(
                 dep, nd, x, y, z, dx, dy, dz, reach, t, owner, sem, prim, table, spacing
             )
@@ -433,15 +326,15 @@ def _electron(
             if tabled:
                 table[owner, T_LENGTH] += reach
             break
-        e_col = min(_lookup(tab, Row.SCOL_ELECTRON, t) * step, t)
+        e_col = min(lookup(tab, Row.SCOL_ELECTRON, t) * step, t)
         t_rad = t - e_col
         if t_rad > kc:
-            f = _lookup(tab, Row.BREMS_F, t)
-            n_brems = rng.poisson(f * step / X0 * _brems_integral(t, kc))
+            f = lookup(tab, Row.BREMS_F, t)
+            n_brems = rng.poisson(f * step / X0 * brems_integral(t, kc))
             for _ in range(n_brems):
                 if t_rad <= kc:
                     break
-                k = _brems_photon_energy(rng, t_rad, kc)
+                k = brems_photon_energy(rng, t_rad, kc)
                 t_rad -= k
                 s = rng.random() * step
                 stack = _push(
@@ -457,41 +350,15 @@ def _electron(
         t = t_rad
         if t <= 0.0:
             break
-        dx, dy, dz = _scatter(rng, dx, dy, dz, t, ME, step)
+        dx, dy, dz = scatter(rng, dx, dy, dz, t, ME, step)
     if tabled:
         _set_end(table, owner, x, y, z)
     if kind == POSITRON:
         table[owner, T_EIN] += 2.0 * ME
-        ax, ay, az = _isotropic(rng)
+        ax, ay, az = isotropic(rng)
         stack = _push(stack, ns, PHOTON, x, y, z, ax, ay, az, ME, owner, sem, 0)
         stack = _push(stack, ns, PHOTON, x, y, z, -ax, -ay, -az, ME, owner, sem, 0)
     return stack, dep
-
-
-@njit(cache=True)
-def _klein_nishina(rng, k0):
-    """Geant4's sampling of ε = E'/E for Compton scattering; returns (ε, 1 − cos θ)."""
-    eps0 = 1.0 / (1.0 + 2.0 * k0)
-    eps0sq = eps0 * eps0
-    alpha1 = -math.log(eps0)
-    alpha2 = alpha1 + 0.5 * (1.0 - eps0sq)
-    while True:
-        if alpha1 > alpha2 * rng.random():
-            eps = math.exp(-alpha1 * rng.random())
-            epssq = eps * eps
-        else:
-            epssq = eps0sq + (1.0 - eps0sq) * rng.random()
-            eps = math.sqrt(epssq)
-        onecost = (1.0 - eps) / (eps * k0)
-        sint2 = onecost * (2.0 - onecost)
-        if 1.0 - eps * sint2 / (1.0 + epssq) >= rng.random():
-            return eps, onecost
-
-
-@njit(cache=True)
-def _urban_u(rng):
-    a = 0.625 if rng.random() < 9.0 / 36.0 else 1.875
-    return -math.log(max(rng.random() * rng.random(), 1e-300)) / a
 
 
 @njit(cache=True)
@@ -502,7 +369,7 @@ def _photon(
     A tabled photon's end point is its first interaction."""
     margin = q[Q_MARGIN]
     while e >= c.PHOTON_POINT_DEPOSIT_MEV:
-        d = rng.exponential(_lookup(tab, Row.LAMBDA_PHOTON, e))
+        d = rng.exponential(lookup(tab, Row.LAMBDA_PHOTON, e))
         x, y, z = x + d * dx, y + d * dy, z + d * dz
         if tabled:
             _set_end(table, owner, x, y, z)
@@ -511,7 +378,7 @@ def _photon(
         if _outside(x, y, z, lo, hi, margin):
             table[owner, T_EOUT] += e
             return stack, dep
-        if rng.random() < _lookup(tab, Row.PAIR_FRACTION, e):
+        if rng.random() < lookup(tab, Row.PAIR_FRACTION, e):
             eps = ME / e + rng.random() * (1.0 - 2.0 * ME / e)
             phi = 2.0 * math.pi * rng.random()
             for kind, share, azimuth in (
@@ -519,16 +386,16 @@ def _photon(
                 (POSITRON, 1.0 - eps, phi + math.pi),
             ):
                 etot = share * e
-                theta = min(_urban_u(rng) * ME / etot, math.pi)
-                ex, ey, ez = _rotate(dx, dy, dz, math.cos(theta), azimuth)
+                theta = min(urban_u(rng) * ME / etot, math.pi)
+                ex, ey, ez = rotate(dx, dy, dz, math.cos(theta), azimuth)
                 stack = _push(
                     stack, ns, kind, x, y, z, ex, ey, ez, max(etot - ME, 0.0), owner, sem, 0
                 )
             table[owner, T_EIN] -= 2.0 * ME
             return stack, dep
-        eps, onecost = _klein_nishina(rng, e / ME)
+        eps, onecost = klein_nishina(rng, e / ME)
         e_out = eps * e
-        nx, ny, nz = _rotate(dx, dy, dz, 1.0 - onecost, 2.0 * math.pi * rng.random())
+        nx, ny, nz = rotate(dx, dy, dz, 1.0 - onecost, 2.0 * math.pi * rng.random())
         px, py, pz = e * dx - e_out * nx, e * dy - e_out * ny, e * dz - e_out * nz
         norm = math.sqrt(px * px + py * py + pz * pz)
         if norm > 0.0:
