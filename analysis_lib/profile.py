@@ -122,7 +122,10 @@ def _measure_here(spec: ModelSpec, batch: Batch, mode: str, device: str, repeats
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() if cuda else _status_bytes("VmHWM")
-    return Measurement(mode, device, len(batch.coords), float(np.median(times)), tuple(times),
+    # without a warm-up the first repeat carries the one-time costs (allocations, kernel
+    # set-up): the time is that of the others where there are any
+    steady = times[1:] if warmup == 0 and len(times) > 1 else times
+    return Measurement(mode, device, len(batch.coords), float(np.median(steady)), tuple(times),
                        int(peak), int(peak - baseline))
 
 
@@ -142,7 +145,8 @@ def measure(spec: ModelSpec, batch: Batch, mode: str = "inference", device: str 
     """Memory and median wall time of ``mode`` on ``batch``, measured in a spawned child
     process (the parent's memory does not count). On the CPU there is no warm-up, since a
     warm-up would set the peak before the baseline; the first of the repeats then includes
-    one-time costs, which the median discards. Running out of memory (an out-of-memory error,
+    one-time costs, so the time is the median of the others (of the one repeat, if only one;
+    every repeat's time is in ``wall_s_all``). Running out of memory (an out-of-memory error,
     or the child killed by SIGKILL: the kernel's out-of-memory killer) gives
     :meth:`Measurement.exhausted`; any other failure is a :class:`ResourceError`.
     """

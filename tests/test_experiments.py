@@ -4,6 +4,7 @@ import dataclasses
 import math
 import os
 import signal
+import statistics
 
 import pytest
 import torch
@@ -57,10 +58,14 @@ def test_code_version_is_stable():
 @pytest.mark.parametrize("mode", ["inference", "train"])
 def test_measure_reports_time_and_memory_on_cpu(tiny_sample, mode):
     batch = first_events(str(tiny_sample), 2)
-    result = measure(ModelSpec(3, 3, 4, "sparse"), batch, mode, "cpu", repeats=2)
+    result = measure(ModelSpec(3, 3, 4, "sparse"), batch, mode, "cpu", repeats=3)
     assert result.n_voxels == len(batch.coords)
-    assert result.wall_s_median > 0
+    assert result.wall_s_median > 0 and len(result.wall_s_all) == 3
+    # no warm-up on the CPU: the first repeat carries the one-time costs and is left out
+    assert result.wall_s_median == statistics.median(result.wall_s_all[1:])
     assert result.memory_bytes > result.memory_delta_bytes >= 0
+    once = measure(ModelSpec(3, 3, 4, "sparse"), batch, mode, "cpu", repeats=1)
+    assert once.wall_s_all == (once.wall_s_median,)
 
 
 def test_scan_gives_a_row_per_case_with_its_labels(tiny_sample):
