@@ -12,10 +12,10 @@ def classwise_columns(summaries: Mapping[object, Evaluation]
                       ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Classwise and overall accuracy per column, and their standard errors (two frames with
     the rows of :data:`CLASSWISE_ROWS`)."""
-    values = pd.DataFrame({k: [*s.classwise_accuracy, s.nonzero_accuracy]
-                           for k, s in summaries.items()}, index=list(CLASSWISE_ROWS))
-    errors = pd.DataFrame({k: [*s.classwise_accuracy_sem, s.nonzero_accuracy_sem]
-                           for k, s in summaries.items()}, index=list(CLASSWISE_ROWS))
+    rows = list(CLASSWISE_ROWS)
+    frames = {k: s.to_frame().set_axis(rows) for k, s in summaries.items()}
+    values = pd.DataFrame({k: f["accuracy"] for k, f in frames.items()}, index=rows)
+    errors = pd.DataFrame({k: f["standard error"] for k, f in frames.items()}, index=rows)
     return values.astype(float), errors.astype(float)
 
 
