@@ -1,7 +1,7 @@
 """The library's own exceptions: one base class, one subclass per domain."""
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def did_you_mean(key: str, options: Iterable[str]) -> str:
@@ -32,3 +32,13 @@ class StorageError(AnalysisError, OSError):
 
 class TrainingError(AnalysisError, RuntimeError):
     """A training cannot go on: it diverged, or its run folder holds another run."""
+
+
+def refuse_unknown(keys: Iterable[str], allowed: Sequence[str], what: str) -> None:
+    """A :class:`ConfigError` ``"<what> 'key'; did you mean 'x'?"`` (or naming the ``allowed``
+    settings) for the first of ``keys`` not among ``allowed``: a misspelt setting must not
+    silently fall back to its default."""
+    for key in keys:
+        if key not in allowed:
+            hint = did_you_mean(key, allowed) or f"; settings are {list(allowed)}"
+            raise ConfigError(f"{what} {key!r}{hint}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis_lib.checkpoints import latest_checkpoint
-from analysis_lib.errors import AnalysisError, ConfigError, TrainingError, did_you_mean
+from analysis_lib.errors import AnalysisError, ConfigError, TrainingError, refuse_unknown
 from analysis_lib.files import file_sha256, write_text
 from analysis_lib.inference import evaluate
 from analysis_lib.metrics import Evaluation
@@ -153,10 +153,7 @@ def _check_keys(name: str, spec: Mapping) -> None:
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
     if "data" not in spec:
         raise ConfigError(f"run {name!r} names no data set (key 'data')")
-    for key in spec:
-        if key not in fields:
-            hint = did_you_mean(key, fields) or f"; settings are {fields}"
-            raise ConfigError(f"run {name!r}: unknown setting {key!r}{hint}")
+    refuse_unknown(spec, fields, f"run {name!r}: unknown setting")
 
 
 def profile_runs(specs: dict[str, dict], data_path: Callable[[str], Path],

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from analysis_lib.data.manifest import Manifest, load_manifest
-from analysis_lib.errors import ConfigError, did_you_mean
+from analysis_lib.errors import ConfigError, did_you_mean, refuse_unknown
 
 if TYPE_CHECKING:
     from analysis_lib.experiments import Experiment
@@ -70,10 +70,7 @@ def load_profile(name: str, book: Path = BOOK) -> Profile:
         raise ConfigError(f"{path}: parameters for unknown notebook(s) {unknown}; "
                           f"notebooks are {sorted(sources)}")
     shared = dict(raw.get("shared") or {})
-    for key in shared:
-        if key not in _SHARED_KEYS:
-            raise ConfigError(f"{path}: unknown shared setting {key!r}"
-                              f"{did_you_mean(key, _SHARED_KEYS)}; settings are {_SHARED_KEYS}")
+    refuse_unknown(shared, _SHARED_KEYS, f"{path}: unknown shared setting")
     runs = {run: dict(spec or {}) for run, spec in (shared.get("runs") or {}).items()}
     return Profile(name, shared.get("manifest", "data_manifest.yaml"), runs,
                    _training(shared.get("training") or {}, runs, path),
@@ -85,11 +82,7 @@ _SHARED_KEYS = ("manifest", "runs", "training")
 
 def _training(settings: Mapping, runs: Mapping, path: Path) -> Training:
     """``shared.training`` checked: known keys, a positive number of workers, known runs."""
-    fields = ("workers", "alone")
-    for key in settings:
-        if key not in fields:
-            raise ConfigError(f"{path}: unknown setting shared.training.{key}"
-                              f"{did_you_mean(key, fields)}; settings are {fields}")
+    refuse_unknown(settings, ("workers", "alone"), f"{path}: unknown shared.training setting")
     workers, alone = settings.get("workers", 1), tuple(settings.get("alone") or ())
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ConfigError(f"{path}: shared.training.workers must be a positive int, "

@@ -190,8 +190,11 @@ def test_findings_page_comes_first_in_the_book_and_runs_last():
     [({"training": {"workers": 0}}, "workers must be a positive int"),
      ({"training": {"workers": "2"}}, "workers must be a positive int"),
      ({"training": {"workers": 2, "alone": ["nope"]}}, r"unknown run\(s\) \['nope'\]"),
-     ({"training": {"worker": 2}}, "unknown setting shared.training.worker; did you mean"),
-     ({"run": {}}, "unknown shared setting 'run'; did you mean 'runs'")],
+     ({"training": {"worker": 2}}, "unknown shared.training setting 'worker'; did you mean "
+                                   "'workers'"),
+     ({"run": {}}, "unknown shared setting 'run'; did you mean 'runs'"),
+     ({"zzz": 1}, r"unknown shared setting 'zzz'; settings are \['manifest', 'runs', "
+                  r"'training'\]")],
 )
 def test_bad_shared_settings_are_config_errors(tmp_path, shared, message):
     (tmp_path / "notebooks").mkdir()
