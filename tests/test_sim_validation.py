@@ -9,14 +9,12 @@ from analysis_lib import paper
 from analysis_lib.labels import VoxelClass
 from analysis_lib.sim import PhysicsConfig
 from analysis_lib.sim import transport as tr
+from analysis_lib.sim.checks import Check, Measured
+from analysis_lib.sim.particle_checks import row_mip_width, row_track_length
 from analysis_lib.sim.validation import (
-    Check,
-    Measured,
     row_bookkeeping,
     row_class_shares,
-    row_mip_width,
     row_occupancy,
-    row_track_length,
     sample_events,
 )
 
