@@ -81,17 +81,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def _cmd_findings(args: argparse.Namespace) -> None:
-    from analysis_lib import findings, results
+    from analysis_lib import findings, findings_report, results
 
     recorded = results.load_all(args.results)
     if not recorded:
         raise AnalysisError(f"no chapter results in {args.results or results.folder()}; run "
                             f"`make book` (or `python -m analysis_lib reproduce`) first")
-    table = findings.markdown(findings.judge(recorded))
+    table = findings_report.markdown(findings.judge(recorded))
     if args.update_readme is None:
         print(table)
         return
-    findings.write_between_markers(args.update_readme, table)
+    findings_report.write_between_markers(args.update_readme, table)
     print(f"updated the findings section of {args.update_readme}")
 
 

@@ -8,18 +8,23 @@ fractions, over iterations for training curves.
 """
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pandas.io.formats.style import Styler
 from scipy import stats
 
 from analysis_lib import paper
-from analysis_lib.errors import DataError
-from analysis_lib.files import write_text
+from analysis_lib.evidence import (
+    Estimate,
+    accuracy,
+    classwise,
+    improves,
+    linear_r2,
+    paired_difference,
+    spread_shrinks,
+)
 from analysis_lib.labels import CLASS_NAMES, VoxelClass
 from analysis_lib.metrics import FAR_PX, NEAR_PX, Evaluation
 from analysis_lib.michel import MichelSummary
@@ -57,67 +62,6 @@ class Verdict:
     status: str
     ours: str
 
-
-@dataclass(frozen=True)
-class Estimate:
-    """A value with its standard error."""
-
-    value: float
-    se: float
-
-    def __sub__(self, other: "Estimate") -> "Estimate":
-        return Estimate(self.value - other.value, math.hypot(self.se, other.se))
-
-    def exceeds(self, other: "Estimate") -> bool:
-        """Larger than ``other`` by more than the standard error of the difference."""
-        diff = self - other
-        return diff.value > diff.se
-
-    def __str__(self) -> str:
-        return f"{self.value:.3f} ± {self.se:.3f}"
-
-
-def accuracy(summary: Evaluation) -> Estimate:
-    """Mean nonzero accuracy over events and its standard error."""
-    return Estimate(summary.nonzero_accuracy, summary.nonzero_accuracy_sem)
-
-
-def classwise(summary: Evaluation, cls: int) -> Estimate:
-    """Classwise accuracy of ``cls`` and its standard error (NaN when the class is absent)."""
-    value, se = summary.classwise_accuracy[cls], summary.classwise_accuracy_sem[cls]
-    return Estimate(math.nan if value is None else value, math.nan if se is None else se)
-
-
-def paired_difference(a: Evaluation, b: Evaluation) -> Estimate | None:
-    """Accuracy of ``a`` minus ``b`` with the paired standard error, when both scored the same
-    events (the same test set and per-event count); None otherwise."""
-    x, y = a.nonzero_accuracy_per_event, b.nonzero_accuracy_per_event
-    if not x or not y or len(x) != len(y) or a.test_set != b.test_set:
-        return None
-    d = np.asarray(x) - np.asarray(y)
-    return Estimate(float(d.mean()), float(d.std() / math.sqrt(len(d))))
-
-
-def improves(a: Evaluation, b: Evaluation) -> tuple[bool, Estimate]:
-    """Whether ``a``'s accuracy exceeds ``b``'s by more than the standard error of the
-    difference (paired where possible), and the difference."""
-    diff = paired_difference(a, b) or (accuracy(a) - accuracy(b))
-    return diff.value > diff.se, diff
-
-
-def spread_shrinks(a: Evaluation, b: Evaluation) -> bool:
-    """Whether ``a``'s per-event std is below ``b``'s by more than the standard error of the
-    difference (the std of n values has a standard error of about std / sqrt(2 (n - 1)))."""
-    def std(s: Evaluation) -> Estimate:
-        n, value = max(s.n_events, 2), s.nonzero_accuracy_std
-        return Estimate(value, value / math.sqrt(2 * (n - 1)))
-    return std(b).exceeds(std(a))
-
-
-def linear_r2(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Slope and R² of the least-squares line through (x, y)."""
-    fit = stats.linregress(np.asarray(x, float), np.asarray(y, float))
-    return float(fit.slope), float(fit.rvalue**2)
 
 
 def _missing(chapter: str) -> list[Part]:
@@ -421,53 +365,3 @@ def judge(results: Results) -> list[Verdict]:
         ours = "; ".join(p.ours + ("" if p.passed is not False else " ✗") for p in parts)
         verdicts.append(Verdict(claim, _status(parts), ours))
     return verdicts
-
-
-def to_frame(verdicts: list[Verdict]) -> pd.DataFrame:
-    """The findings table: one row per claim."""
-    return pd.DataFrame([{"claim": v.claim.number, "source": v.claim.source,
-                          "statement": v.claim.statement, "study": v.claim.study,
-                          "criterion": v.claim.criterion, "ours": v.ours, "verdict": v.status}
-                         for v in verdicts]).set_index("claim")
-
-
-#: Background colour of each verdict's cell on the Findings page.
-VERDICT_COLOURS = {REPRODUCED: "#d9f2d9", NOT_REPRODUCED: "#f8d7d7", NOT_TESTABLE: "#eeeeee"}
-
-
-def styled(table: pd.DataFrame) -> Styler:
-    """:func:`to_frame`'s table for display: left-aligned text, verdicts coloured."""
-    return table.style.map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, '')}",
-                           subset=["verdict"]).set_properties(**{"text-align": "left"})
-
-
-def counts(verdicts: list[Verdict]) -> dict[str, int]:
-    """How many claims have each verdict."""
-    return {s: sum(v.status == s for v in verdicts) for s in (REPRODUCED, NOT_REPRODUCED,
-                                                              NOT_TESTABLE)}
-
-
-def markdown(verdicts: list[Verdict]) -> str:
-    """The findings as a Markdown table (the README's results section)."""
-    lines = ["| # | claim | study | ours | verdict |", "|---|---|---|---|---|"]
-    for v in verdicts:
-        cells = (str(v.claim.number), f"{v.claim.statement} ({v.claim.source})", v.claim.study,
-                 v.ours, f"**{v.status}**")
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    n = counts(verdicts)
-    lines.append("")
-    lines.append(", ".join(f"{k}: {v}" for k, v in n.items()))
-    return "\n".join(lines)
-
-
-START_MARKER, END_MARKER = "<!-- findings:start -->", "<!-- findings:end -->"
-
-
-def write_between_markers(path: str | Path, text: str) -> None:
-    """Replace what lies between :data:`START_MARKER` and :data:`END_MARKER` in a file."""
-    path = Path(path)
-    content = path.read_text()
-    start, end = content.find(START_MARKER), content.find(END_MARKER)
-    if start < 0 or end < start:
-        raise DataError(f"{path}: no '{START_MARKER}' … '{END_MARKER}' section to update")
-    write_text(path, content[: start + len(START_MARKER)] + "\n" + text + "\n" + content[end:])

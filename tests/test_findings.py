@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis_lib import findings, results
+from analysis_lib import evidence, findings, findings_report, results
 from analysis_lib.errors import DataError
 from analysis_lib.findings import NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED
 from analysis_lib.metrics import Evaluation
@@ -145,12 +145,12 @@ def test_small_michel_sample_is_untestable():
 
 def test_paired_difference_uses_per_event_values_only_on_the_same_events():
     a, b = (Evaluation.from_record(_summary(acc, test_set="x")) for acc in (0.9, 0.8))
-    assert findings.paired_difference(a, b).value == pytest.approx(0.1)
-    assert findings.paired_difference(a, b.on("y")) is None
+    assert evidence.paired_difference(a, b).value == pytest.approx(0.1)
+    assert evidence.paired_difference(a, b.on("y")) is None
 
 
 def test_markdown_table_counts_verdicts():
-    text = findings.markdown(findings.judge(_good()))
+    text = findings_report.markdown(findings.judge(_good()))
     assert text.count("**reproduced**") == 12
     assert text.splitlines()[-1] == "reproduced: 12, not reproduced: 0, not testable: 0"
 
@@ -165,18 +165,18 @@ def test_results_round_trip_with_numpy_and_nan(tmp_path):
 
 def test_readme_section_is_replaced_between_markers(tmp_path):
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{findings.START_MARKER}\nold\n{findings.END_MARKER}\nrest\n")
-    findings.write_between_markers(readme, "new table")
-    assert readme.read_text() == (f"# x\n{findings.START_MARKER}\nnew table\n"
-                                  f"{findings.END_MARKER}\nrest\n")
+    start, end = findings_report.START_MARKER, findings_report.END_MARKER
+    readme.write_text(f"# x\n{start}\nold\n{end}\nrest\n")
+    findings_report.write_between_markers(readme, "new table")
+    assert readme.read_text() == f"# x\n{start}\nnew table\n{end}\nrest\n"
     readme.write_text("no markers")
     with pytest.raises(DataError):
-        findings.write_between_markers(readme, "t")
+        findings_report.write_between_markers(readme, "t")
 
 
 def test_styled_table_colours_each_verdict():
     table = pd.DataFrame({"ours": ["a", "b", "c"],
                           "verdict": [REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE]})
-    html = findings.styled(table).to_html()
-    for colour in findings.VERDICT_COLOURS.values():
+    html = findings_report.styled(table).to_html()
+    for colour in findings_report.VERDICT_COLOURS.values():
         assert html.count(f"background-color: {colour}") == 1

@@ -1,0 +1,61 @@
+"""The findings as tables: the Findings page's coloured frame and the README's Markdown section
+between its markers (``python -m analysis_lib findings --update-readme README.md``)."""
+
+from pathlib import Path
+
+import pandas as pd
+from pandas.io.formats.style import Styler
+
+from analysis_lib.errors import DataError
+from analysis_lib.files import write_text
+from analysis_lib.findings import NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Verdict
+
+
+def to_frame(verdicts: list[Verdict]) -> pd.DataFrame:
+    """The findings table: one row per claim."""
+    return pd.DataFrame([{"claim": v.claim.number, "source": v.claim.source,
+                          "statement": v.claim.statement, "study": v.claim.study,
+                          "criterion": v.claim.criterion, "ours": v.ours, "verdict": v.status}
+                         for v in verdicts]).set_index("claim")
+
+
+#: Background colour of each verdict's cell on the Findings page.
+VERDICT_COLOURS = {REPRODUCED: "#d9f2d9", NOT_REPRODUCED: "#f8d7d7", NOT_TESTABLE: "#eeeeee"}
+
+
+def styled(table: pd.DataFrame) -> Styler:
+    """:func:`to_frame`'s table for display: left-aligned text, verdicts coloured."""
+    return table.style.map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, '')}",
+                           subset=["verdict"]).set_properties(**{"text-align": "left"})
+
+
+def counts(verdicts: list[Verdict]) -> dict[str, int]:
+    """How many claims have each verdict."""
+    return {s: sum(v.status == s for v in verdicts) for s in (REPRODUCED, NOT_REPRODUCED,
+                                                              NOT_TESTABLE)}
+
+
+def markdown(verdicts: list[Verdict]) -> str:
+    """The findings as a Markdown table (the README's results section)."""
+    lines = ["| # | claim | study | ours | verdict |", "|---|---|---|---|---|"]
+    for v in verdicts:
+        cells = (str(v.claim.number), f"{v.claim.statement} ({v.claim.source})", v.claim.study,
+                 v.ours, f"**{v.status}**")
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    n = counts(verdicts)
+    lines.append("")
+    lines.append(", ".join(f"{k}: {v}" for k, v in n.items()))
+    return "\n".join(lines)
+
+
+START_MARKER, END_MARKER = "<!-- findings:start -->", "<!-- findings:end -->"
+
+
+def write_between_markers(path: str | Path, text: str) -> None:
+    """Replace what lies between :data:`START_MARKER` and :data:`END_MARKER` in a file."""
+    path = Path(path)
+    content = path.read_text()
+    start, end = content.find(START_MARKER), content.find(END_MARKER)
+    if start < 0 or end < start:
+        raise DataError(f"{path}: no '{START_MARKER}' … '{END_MARKER}' section to update")
+    write_text(path, content[: start + len(START_MARKER)] + "\n" + text + "\n" + content[end:])
