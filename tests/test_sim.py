@@ -9,6 +9,7 @@ from analysis_lib.data import open_dataset
 from analysis_lib.errors import ConfigError
 from analysis_lib.sim import PhysicsConfig, simulate, simulate_event, simulate_primaries
 from analysis_lib.sim import constants as c
+from analysis_lib.sim import ledger as lg
 from analysis_lib.sim import transport as tr
 from analysis_lib.sim.tables import TABLES, Row, lookup
 from analysis_lib.sim.voxelize import voxelize
@@ -72,36 +73,36 @@ def test_invalid_physics_setting_is_rejected():
         PhysicsConfig(muon_capture_probability=1.5)
 
 
-@pytest.mark.parametrize("kind", [tr.MUON_PLUS, tr.MUON_MINUS, tr.PROTON, tr.PION_PLUS,
-                                  tr.PION_MINUS, tr.ELECTRON, tr.POSITRON, tr.PHOTON])
+@pytest.mark.parametrize("kind", [lg.MUON_PLUS, lg.MUON_MINUS, lg.PROTON, lg.PION_PLUS,
+                                  lg.PION_MINUS, lg.ELECTRON, lg.POSITRON, lg.PHOTON])
 def test_energy_ledger_of_every_particle_closes(kind):
     _, table = _shoot(kind, 400.0, seed=kind)
-    spent = table[:, tr.T_EDEP] + table[:, tr.T_ECHILD] + table[:, tr.T_EOUT]
-    np.testing.assert_allclose(spent, table[:, tr.T_EIN], rtol=1e-9)
+    spent = table[:, lg.T_EDEP] + table[:, lg.T_ECHILD] + table[:, lg.T_EOUT]
+    np.testing.assert_allclose(spent, table[:, lg.T_EIN], rtol=1e-9)
 
 
 def test_michel_electrons_point_at_a_muon_parent():
     for seed in range(20):
-        _, table = _shoot(tr.MUON_PLUS, 50.0, seed)
-        michels = np.flatnonzero(table[:, tr.T_SEM] == 4)
+        _, table = _shoot(lg.MUON_PLUS, 50.0, seed)
+        michels = np.flatnonzero(table[:, lg.T_SEM] == 4)
         assert len(michels) == 1
-        assert table[int(table[michels[0], tr.T_PARENT]), tr.T_KIND] == tr.MUON_PLUS
+        assert table[int(table[michels[0], lg.T_PARENT]), lg.T_KIND] == lg.MUON_PLUS
 
 
 def test_primary_ionization_flag_only_on_delta_and_michel_families():
-    deposits, _ = _shoot(tr.MUON_PLUS, 800.0, seed=3)
-    flagged = deposits[deposits[:, tr.D_PRIM] == 1]
+    deposits, _ = _shoot(lg.MUON_PLUS, 800.0, seed=3)
+    flagged = deposits[deposits[:, lg.D_PRIM] == 1]
     assert len(flagged) > 0
-    assert set(np.unique(flagged[:, tr.D_SEM])) <= {3.0, 4.0}
+    assert set(np.unique(flagged[:, lg.D_SEM])) <= {3.0, 4.0}
 
 
 def test_stopping_muon_range_matches_the_csda_table():
-    lengths = [_shoot(tr.MUON_MINUS, 300.0, seed)[1][0, tr.T_LENGTH] for seed in range(20)]
+    lengths = [_shoot(lg.MUON_MINUS, 300.0, seed)[1][0, lg.T_LENGTH] for seed in range(20)]
     assert np.mean(lengths) == pytest.approx(123.5, rel=0.03)
 
 
 def test_photon_mean_free_path_matches_its_attenuation_length():
-    ends = [np.linalg.norm(_shoot(tr.PHOTON, 10.0, s)[1][0, [tr.T_X1, tr.T_Y1, tr.T_Z1]])
+    ends = [np.linalg.norm(_shoot(lg.PHOTON, 10.0, s)[1][0, [lg.T_X1, lg.T_Y1, lg.T_Z1]])
             for s in range(3000)]
     assert np.mean(ends) == pytest.approx(float(lookup(Row.LAMBDA_PHOTON, 10.0)), rel=0.06)
 
@@ -114,32 +115,32 @@ def test_range_tables_reproduce_the_spec_points():
 
 def _deposits(points, owner=0, sem=1, prim=0, energy=1.0):
     points = np.asarray(points, float)
-    out = np.zeros((len(points), tr.DEPOSIT_WIDTH))
+    out = np.zeros((len(points), lg.DEPOSIT_WIDTH))
     out[:, :3] = points
-    out[:, tr.D_E] = energy
-    out[:, tr.D_OWNER], out[:, tr.D_SEM], out[:, tr.D_PRIM] = owner, sem, prim
+    out[:, lg.D_E] = energy
+    out[:, lg.D_OWNER], out[:, lg.D_SEM], out[:, lg.D_PRIM] = owner, sem, prim
     return out
 
 
 def _table(rows):
-    table = np.zeros((len(rows), tr.TABLE_WIDTH))
+    table = np.zeros((len(rows), lg.TABLE_WIDTH))
     for i, (kind, parent, process, sem) in enumerate(rows):
-        table[i, [tr.T_KIND, tr.T_PARENT, tr.T_PROCESS, tr.T_SEM]] = kind, parent, process, sem
+        table[i, [lg.T_KIND, lg.T_PARENT, lg.T_PROCESS, lg.T_SEM]] = kind, parent, process, sem
     return table
 
 
 def test_smearing_conserves_energy_exactly():
     rng = np.random.default_rng(0)
     deposits = _deposits(rng.uniform(0.1, 9.5, (500, 3)), energy=0.01)
-    table = _table([(tr.MUON_MINUS, -1, tr.P_PRIMARY, 1)])
+    table = _table([(lg.MUON_MINUS, -1, lg.P_PRIMARY, 1)])
     vox = voxelize(deposits, table, 32, 0.3, 1.27, 0.0, 10)
     total = vox.energy.sum() + vox.outside_image_mev
-    assert total == pytest.approx(deposits[:, tr.D_E].sum(), rel=1e-6)
+    assert total == pytest.approx(deposits[:, lg.D_E].sum(), rel=1e-6)
 
 
 def test_without_smearing_a_point_lands_in_its_own_voxel():
     deposits = _deposits([[0.45, 0.75, 1.05]], sem=0, energy=2.0)
-    table = _table([(tr.PROTON, -1, tr.P_PRIMARY, 0)])
+    table = _table([(lg.PROTON, -1, lg.P_PRIMARY, 0)])
     vox = voxelize(deposits, table, 8, 0.3, 0.0, 0.01, 10)
     assert vox.coords.tolist() == [[1, 2, 3]]
     assert vox.energy.tolist() == [2.0]
@@ -149,7 +150,7 @@ def test_without_smearing_a_point_lands_in_its_own_voxel():
 def test_threshold_drops_small_voxels_and_logs_their_energy():
     deposits = np.vstack([_deposits([[0.15, 0.15, 0.15]], energy=0.005),
                           _deposits([[0.75, 0.15, 0.15]], energy=0.5)])
-    table = _table([(tr.MUON_MINUS, -1, tr.P_PRIMARY, 1)])
+    table = _table([(lg.MUON_MINUS, -1, lg.P_PRIMARY, 1)])
     vox = voxelize(deposits, table, 8, 0.3, 0.0, 0.01, 10)
     assert vox.coords.tolist() == [[2, 0, 0]]
     assert vox.dropped_below_threshold_mev == pytest.approx(0.005)
@@ -158,7 +159,7 @@ def test_threshold_drops_small_voxels_and_logs_their_energy():
 def test_overlapping_voxel_takes_the_lowest_class_above_threshold():
     deposits = np.vstack([_deposits([[0.15, 0.15, 0.15]], owner=0, sem=2, energy=1.0),
                           _deposits([[0.16, 0.15, 0.15]], owner=1, sem=1, energy=0.02)])
-    table = _table([(tr.ELECTRON, -1, tr.P_PRIMARY, 2), (tr.MUON_MINUS, -1, tr.P_PRIMARY, 1)])
+    table = _table([(lg.ELECTRON, -1, lg.P_PRIMARY, 2), (lg.MUON_MINUS, -1, lg.P_PRIMARY, 1)])
     vox = voxelize(deposits, table, 8, 0.3, 0.0, 0.01, 10)
     assert vox.label.tolist() == [1]
     assert vox.owner.tolist() == [0]  # the cluster is the largest contributor's
@@ -171,8 +172,8 @@ def test_small_delta_merges_into_its_parent_and_large_one_stays():
     deposits = np.vstack([_deposits(track, owner=0, sem=1), _deposits(short, owner=1, sem=3,
                                                                        prim=1),
                           _deposits(long_, owner=2, sem=3, prim=1)])
-    table = _table([(tr.MUON_MINUS, -1, tr.P_PRIMARY, 1), (tr.ELECTRON, 0, tr.P_MUIONI, 3),
-                    (tr.ELECTRON, 0, tr.P_MUIONI, 3)])
+    table = _table([(lg.MUON_MINUS, -1, lg.P_PRIMARY, 1), (lg.ELECTRON, 0, lg.P_MUIONI, 3),
+                    (lg.ELECTRON, 0, lg.P_MUIONI, 3)])
     vox = voxelize(deposits, table, 32, 0.3, 0.0, 0.01, 10)
     assert set(vox.label[vox.owner == 1]) == {1}
     assert set(vox.label[vox.owner == 2]) == {3}
@@ -189,7 +190,7 @@ def test_event_labels_are_the_five_classes_and_flags_are_binary():
 
 
 def test_a_michel_from_a_stopping_muon_is_labelled_michel():
-    primary = np.array([[tr.MUON_PLUS, 19.2, 19.2, 19.2, 1, 0, 0, 20.0, 0]], float)
+    primary = np.array([[lg.MUON_PLUS, 19.2, 19.2, 19.2, 1, 0, 0, 20.0, 0]], float)
     event = simulate_primaries(np.random.default_rng(1), primary, 128, CFG)
     assert (event.voxels.label == 4).sum() > 0
     assert (event.voxels.label == 1).sum() > 0

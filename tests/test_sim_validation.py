@@ -8,7 +8,7 @@ import pytest
 from analysis_lib import paper
 from analysis_lib.labels import VoxelClass
 from analysis_lib.sim import PhysicsConfig
-from analysis_lib.sim import transport as tr
+from analysis_lib.sim import ledger as lg
 from analysis_lib.sim.checks import Check, Measured
 from analysis_lib.sim.particle_checks import row_mip_width, row_track_length
 from analysis_lib.sim.validation import (
@@ -63,6 +63,6 @@ def test_bookkeeping_closes_on_a_sample_and_flags_a_broken_ledger():
     tables, deposits = [e.table for e in events], [e.deposits for e in events]
     assert row_bookkeeping(tables, deposits).passed
     broken = [t.copy() for t in tables]
-    broken[0][0, tr.T_EDEP] += 0.05 * broken[0][0, tr.T_EIN]  # 5 % more energy than it had
+    broken[0][0, lg.T_EDEP] += 0.05 * broken[0][0, lg.T_EIN]  # 5 % more energy than it had
     check = row_bookkeeping(broken, deposits)
     assert not check.passed and check["worst closure"] == pytest.approx(0.05, rel=1e-6)

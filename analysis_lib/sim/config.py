@@ -7,7 +7,7 @@ import numpy as np
 
 from analysis_lib.errors import ConfigError
 from analysis_lib.sim import constants as c
-from analysis_lib.sim import transport as tr
+from analysis_lib.sim import ledger as lg
 
 GENERATOR_VERSION = "2"
 
@@ -90,14 +90,14 @@ class PhysicsConfig:
 
     def engine_settings(self) -> np.ndarray:
         """The settings vector of :func:`analysis_lib.sim.transport.transport`."""
-        q = np.empty(tr.SETTINGS_WIDTH)
-        q[tr.Q_STEP_HEAVY] = self.heavy_step_cm
-        q[tr.Q_STEP_E] = self.electron_step_cm
-        q[tr.Q_SPACING] = self.deposit_spacing_cm
-        q[tr.Q_LAMBDA_P] = self.proton_inelastic_length_cm
-        q[tr.Q_LAMBDA_PI] = self.pion_inelastic_length_cm
-        q[tr.Q_CAPTURE] = self.muon_capture_probability
-        q[tr.Q_MARGIN] = self.tracking_margin_cm
-        q[tr.Q_ECUT] = self.electron_tracking_cut_mev
-        q[tr.Q_KCUT] = self.brems_photon_cut_mev
+        q = np.empty(lg.SETTINGS_WIDTH)
+        q[lg.Q_STEP_HEAVY] = self.heavy_step_cm
+        q[lg.Q_STEP_E] = self.electron_step_cm
+        q[lg.Q_SPACING] = self.deposit_spacing_cm
+        q[lg.Q_LAMBDA_P] = self.proton_inelastic_length_cm
+        q[lg.Q_LAMBDA_PI] = self.pion_inelastic_length_cm
+        q[lg.Q_CAPTURE] = self.muon_capture_probability
+        q[lg.Q_MARGIN] = self.tracking_margin_cm
+        q[lg.Q_ECUT] = self.electron_tracking_cut_mev
+        q[lg.Q_KCUT] = self.brems_photon_cut_mev
         return q

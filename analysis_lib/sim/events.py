@@ -2,12 +2,12 @@
 
 import numpy as np
 
-from analysis_lib.sim import transport as tr
+from analysis_lib.sim import ledger as lg
 from analysis_lib.sim.config import PhysicsConfig
 
 PRIMARY_WIDTH = 9
-_LEPTONS = (tr.ELECTRON, tr.MUON_MINUS, tr.MUON_PLUS)
-_RAIN_KINDS = (tr.ELECTRON, tr.MUON_MINUS, tr.MUON_PLUS, tr.PROTON)
+_LEPTONS = (lg.ELECTRON, lg.MUON_MINUS, lg.MUON_PLUS)
+_RAIN_KINDS = (lg.ELECTRON, lg.MUON_MINUS, lg.MUON_PLUS, lg.PROTON)
 
 
 def _isotropic(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -29,11 +29,11 @@ def _vertex_species(rng: np.random.Generator, n: int, weights: tuple) -> list[in
             w = w.copy()
             w[0] = 0.0
         elif group == 1:
-            species.append(tr.PHOTON)
+            species.append(lg.PHOTON)
         elif group == 2:
-            species.append(tr.PION_PLUS if rng.random() < 0.5 else tr.PION_MINUS)
+            species.append(lg.PION_PLUS if rng.random() < 0.5 else lg.PION_MINUS)
         else:
-            species.append(tr.PROTON)
+            species.append(lg.PROTON)
     return species
 
 
@@ -55,7 +55,7 @@ def sample_primaries(rng: np.random.Generator, size_cm: float, cfg: PhysicsConfi
     m = cfg.rain_margin_cm
     for k in range(n_rain):
         kind = _RAIN_KINDS[rng.choice(4, p=w / w.sum())]
-        lo, hi = cfg.rain_proton_ke_mev if kind == tr.PROTON else cfg.rain_ke_mev
+        lo, hi = cfg.rain_proton_ke_mev if kind == lg.PROTON else cfg.rain_ke_mev
         start = rng.uniform(-m, size_cm + m, 3)
         rows.append((kind, *start, *_isotropic(rng, 1)[0], rng.uniform(lo, hi), k + 1))
     return np.array(rows, dtype=np.float64).reshape(-1, PRIMARY_WIDTH)

@@ -15,6 +15,7 @@ from scipy.special import gammaln
 
 from analysis_lib.labels import VoxelClass
 from analysis_lib.sim import constants as c
+from analysis_lib.sim import ledger as lg
 from analysis_lib.sim import transport as tr
 from analysis_lib.sim.checks import HOLDS, Check, Measured
 from analysis_lib.sim.config import PhysicsConfig
@@ -52,15 +53,15 @@ def row_mip_slab(cfg: PhysicsConfig, n: int = 200, seed: int = 3) -> Check:
     """Row 3: energy lost by 0.3–1 GeV muons per 1 cm slab (continuous loss and all δ-rays)."""
     rng = np.random.default_rng(seed)
     slabs = []
-    for dep, table in _shoot(tr.MUON_MINUS, rng.uniform(300, 1000, n), n, seed, cfg, box_cm=60):
-        roots = table[dep[:, tr.D_OWNER].astype(int), tr.T_ROOT]
+    for dep, table in _shoot(lg.MUON_MINUS, rng.uniform(300, 1000, n), n, seed, cfg, box_cm=60):
+        roots = table[dep[:, lg.D_OWNER].astype(int), lg.T_ROOT]
         dep = dep[roots == 0]
         # bin every deposit of the muon and its descendants by the emission depth of its owner
-        owner = dep[:, tr.D_OWNER].astype(int)
-        depth = np.where(owner == 0, dep[:, tr.D_X], table[owner, tr.T_X0])
+        owner = dep[:, lg.D_OWNER].astype(int)
+        depth = np.where(owner == 0, dep[:, lg.D_X], table[owner, lg.T_X0])
         inside = (depth >= 0) & (depth < 25)
         slabs.append(
-            np.bincount(depth[inside].astype(int), weights=dep[inside, tr.D_E], minlength=25)[:25]
+            np.bincount(depth[inside].astype(int), weights=dep[inside, lg.D_E], minlength=25)[:25]
         )
     per_cm = np.concatenate(slabs)
     hist, edges = np.histogram(per_cm, bins=np.arange(1.0, 3.0, 0.02))
@@ -83,18 +84,18 @@ def _bragg_points(
     edges = np.arange(1.0, 31.0)
     sums = np.zeros(len(edges) - 1)
     for dep, table in _shoot(kind, ke, n, seed, _no_hadronic(cfg)):
-        own = dep[dep[:, tr.D_OWNER] == 0]
-        end = table[0, [tr.T_X1, tr.T_Y1, tr.T_Z1]]
+        own = dep[dep[:, lg.D_OWNER] == 0]
+        end = table[0, [lg.T_X1, lg.T_Y1, lg.T_Z1]]
         residual = np.linalg.norm(own[:, :3] - end, axis=1)
-        sums += np.histogram(residual, bins=edges, weights=own[:, tr.D_E])[0]
+        sums += np.histogram(residual, bins=edges, weights=own[:, lg.D_E])[0]
     return 0.5 * (edges[1:] + edges[:-1]), sums / n
 
 
 def row_bragg(cfg: PhysicsConfig, n: int = 40, seed: int = 4) -> Check:
     """Row 4: dE/dx = A·R^b fit of stopping protons; muon A at b = −0.42 (R = 1–30 cm)."""
-    r, dedx = _bragg_points(tr.PROTON, 260.0, n, seed, cfg)
+    r, dedx = _bragg_points(lg.PROTON, 260.0, n, seed, cfg)
     b, log_a = np.polyfit(np.log(r), np.log(dedx), 1)
-    r_mu, dedx_mu = _bragg_points(tr.MUON_MINUS, 150.0, n, seed + 1, cfg)
+    r_mu, dedx_mu = _bragg_points(lg.MUON_MINUS, 150.0, n, seed + 1, cfg)
     a_mu = float(np.exp(np.mean(np.log(dedx_mu) + 0.42 * np.log(r_mu))))
     a = float(np.exp(log_a))
     return Check(
@@ -113,16 +114,16 @@ def row_track_length(cfg: PhysicsConfig, n: int = 30, seed: int = 5) -> Check:
     worst = 0.0
     parts = []
     for kind, pdg, energies in (
-        (tr.MUON_MINUS, c.PDG_MUON_MINUS, (50, 100, 300, 1000)),
-        (tr.PROTON, c.PDG_PROTON, (50, 100, 200, 400)),
+        (lg.MUON_MINUS, c.PDG_MUON_MINUS, (50, 100, 300, 1000)),
+        (lg.PROTON, c.PDG_PROTON, (50, 100, 200, 400)),
     ):
         table_ke, table_r = c.RANGE_TABLE_KE_MEV[pdg], c.RANGE_TABLE_CM[pdg]
         for ke in energies:
             runs = _shoot(kind, float(ke), n, seed, _no_hadronic(cfg))
-            length = np.mean([t[0, tr.T_LENGTH] for _, t in runs])
+            length = np.mean([t[0, lg.T_LENGTH] for _, t in runs])
             expected = float(table_r[np.searchsorted(table_ke, ke)])
             worst = max(worst, abs(length / expected - 1))
-        parts.append(f"{'μ' if kind == tr.MUON_MINUS else 'p'} {energies[0]}–{energies[-1]} MeV")
+        parts.append(f"{'μ' if kind == lg.MUON_MINUS else 'p'} {energies[0]}–{energies[-1]} MeV")
     return Check(
         5,
         "stopping-track length vs T0 (" + ", ".join(parts) + ")",
@@ -135,7 +136,7 @@ def _michels(kind: int, n: int, seed: int, cfg: PhysicsConfig):
     """Rows of Michel electrons and all runs for ``n`` stopping muons of 100 MeV."""
     runs = _shoot(kind, 100.0, n, seed, cfg)
     rows = [
-        (dep, t, np.flatnonzero((t[:, tr.T_SEM] == tr.MICHEL) & (t[:, tr.T_PARENT] >= 0)))
+        (dep, t, np.flatnonzero((t[:, lg.T_SEM] == lg.MICHEL) & (t[:, lg.T_PARENT] >= 0)))
         for dep, t in runs
     ]
     return rows
@@ -143,9 +144,9 @@ def _michels(kind: int, n: int, seed: int, cfg: PhysicsConfig):
 
 def row_michel_spectrum(cfg: PhysicsConfig, n: int = 2000, seed: int = 6) -> Check:
     """Row 6: Michel total-energy spectrum and yields per stopping μ+ and μ−."""
-    plus = _michels(tr.MUON_PLUS, n, seed, cfg)
-    minus = _michels(tr.MUON_MINUS, n, seed + 1, cfg)
-    energies = np.array([t[i, tr.T_KE] + c.ELECTRON_MASS_MEV for _, t, idx in plus for i in idx])
+    plus = _michels(lg.MUON_PLUS, n, seed, cfg)
+    minus = _michels(lg.MUON_MINUS, n, seed + 1, cfg)
+    energies = np.array([t[i, lg.T_KE] + c.ELECTRON_MASS_MEV for _, t, idx in plus for i in idx])
     yield_plus = sum(len(i) for *_, i in plus) / n
     yield_minus = sum(len(i) for *_, i in minus) / n
     mean, top = float(energies.mean()), float(energies.max())
@@ -169,12 +170,12 @@ def row_michel_primary_share(cfg: PhysicsConfig, n: int = 300, seed: int = 7) ->
     centre = size * c.VOXEL_CM / 2
     rng = np.random.default_rng(seed)
     for _ in range(n):
-        primary = np.array([[tr.MUON_PLUS, centre, centre, centre, 1, 0, 0, 30.0, 0]], float)
+        primary = np.array([[lg.MUON_PLUS, centre, centre, centre, 1, 0, 0, 30.0, 0]], float)
         event = simulate_primaries(rng, primary, size, cfg, keep_deposits=True)
         dep, table = event.deposits, event.table
-        michel = np.flatnonzero(table[:, tr.T_SEM] == tr.MICHEL)[0]
-        fam = dep[dep[:, tr.D_OWNER] == michel]
-        shares.append(fam[fam[:, tr.D_PRIM] == 1, tr.D_E].sum() / fam[:, tr.D_E].sum())
+        michel = np.flatnonzero(table[:, lg.T_SEM] == lg.MICHEL)[0]
+        fam = dep[dep[:, lg.D_OWNER] == michel]
+        shares.append(fam[fam[:, lg.D_PRIM] == 1, lg.D_E].sum() / fam[:, lg.D_E].sum())
         v = event.voxels
         mine = v.coords[(v.owner == michel) & (v.prim_ion == 1)]
         muon = v.coords[v.owner == 0]
@@ -197,14 +198,14 @@ def row_delta_multiplicity(
 ) -> Check:
     """Row 8: δ-rays per cm above 1/3/5 MeV along 1 GeV muons; delta/MIP voxel ratio."""
     cfg = _no_hadronic(cfg).with_overrides(tracking_margin_cm=0.0, rain_margin_cm=0.0)
-    runs = _shoot(tr.MUON_MINUS, 1000.0, n, seed, cfg, box_cm=40.0)
+    runs = _shoot(lg.MUON_MINUS, 1000.0, n, seed, cfg, box_cm=40.0)
     energies = np.concatenate(
         [
-            t[(t[:, tr.T_PARENT] == 0) & (t[:, tr.T_PROCESS] == tr.P_MUIONI), tr.T_KE]
+            t[(t[:, lg.T_PARENT] == 0) & (t[:, lg.T_PROCESS] == lg.P_MUIONI), lg.T_KE]
             for _, t in runs
         ]
     )
-    path_cm = sum(t[0, tr.T_LENGTH] for _, t in runs)
+    path_cm = sum(t[0, lg.T_LENGTH] for _, t in runs)
     per_cm = [float(np.sum(energies >= k)) / path_cm for k in (1.0, 3.0, 5.0)]
     expected = (0.092, 0.028, 0.016)
     counts = np.bincount(np.concatenate(labels), minlength=5)
@@ -224,8 +225,8 @@ def row_photon_gap(cfg: PhysicsConfig, n: int = 10000, seed: int = 9) -> Check:
     worst = 0.0
     for energy in (1.0, 10.0, 100.0):
         first = [
-            np.linalg.norm(t[0, [tr.T_X1, tr.T_Y1, tr.T_Z1]])
-            for _, t in _shoot(tr.PHOTON, energy, n, seed, cfg)
+            np.linalg.norm(t[0, [lg.T_X1, lg.T_Y1, lg.T_Z1]])
+            for _, t in _shoot(lg.PHOTON, energy, n, seed, cfg)
         ]
         worst = max(worst, abs(np.mean(first) / float(lookup(Row.LAMBDA_PHOTON, energy)) - 1))
     return Check(
@@ -280,14 +281,14 @@ def row_shower_profile(cfg: PhysicsConfig, n: int = 30, seed: int = 10) -> Check
     for energy in (300.0, 1000.0):
         profile = np.zeros(len(centres))
         for _ in range(n):
-            primary = np.array([[tr.ELECTRON, *start, 1, 0, 0, energy, 0]], float)
+            primary = np.array([[lg.ELECTRON, *start, 1, 0, 0, energy, 0]], float)
             ev = simulate_primaries(rng, primary, size, cfg, keep_deposits=True)
             dep = ev.deposits
             depth = (dep[:, 0] - start[0]) / c.RADIATION_LENGTH_CM
             radius = np.linalg.norm(dep[:, 1:3] - start[1:], axis=1)
-            profile += np.histogram(depth, bins=edges, weights=dep[:, tr.D_E])[0]
+            profile += np.histogram(depth, bins=edges, weights=dep[:, lg.D_E])[0]
             contained.append(
-                dep[radius <= c.MOLIERE_RADIUS_CM, tr.D_E].sum() / dep[:, tr.D_E].sum()
+                dep[radius <= c.MOLIERE_RADIUS_CM, lg.D_E].sum() / dep[:, lg.D_E].sum()
             )
             fragments.append(_fragments(ev.voxels.coords))
         t_max.append(_longitudinal_t_max(centres, profile / n))
@@ -312,7 +313,7 @@ def _mip_voxels_per_cm(cfg: PhysicsConfig, n: int, seed: int) -> float:
     for _ in range(n):
         d = rng.normal(size=3)
         d /= np.linalg.norm(d)
-        primary = np.array([[tr.MUON_MINUS, centre, centre, centre, *d, 1000.0, 0]], float)
+        primary = np.array([[lg.MUON_MINUS, centre, centre, centre, *d, 1000.0, 0]], float)
         ev = simulate_primaries(rng, primary, size, cfg)
         exit_cm = np.min(
             np.where(

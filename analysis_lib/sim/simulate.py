@@ -18,6 +18,7 @@ from analysis_lib.data.projection import PROJECTIONS, project
 from analysis_lib.errors import ConfigError, StorageError
 from analysis_lib.files import atomic_output, refuse_existing
 from analysis_lib.sim import constants as c
+from analysis_lib.sim import ledger as lg
 from analysis_lib.sim import transport as tr
 from analysis_lib.sim.config import PhysicsConfig
 from analysis_lib.sim.events import sample_primaries
@@ -32,8 +33,8 @@ class SimEvent:
     """One simulated event: its voxels and the particle table with energy ledgers."""
 
     voxels: Voxels
-    table: np.ndarray  # (K, transport.TABLE_WIDTH) float64
-    deposits: np.ndarray | None  # (M, transport.DEPOSIT_WIDTH), kept only on request
+    table: np.ndarray  # (K, ledger.TABLE_WIDTH) float64
+    deposits: np.ndarray | None  # (M, ledger.DEPOSIT_WIDTH), kept only on request
     size: int
 
 
@@ -78,36 +79,36 @@ def particle_rows(event: SimEvent) -> np.ndarray:
     """
     t = event.table
     rows = np.zeros(len(t), dtype=PARTICLE_DTYPE)
-    kind = t[:, tr.T_KIND].astype(np.int64)
-    mass = tr.MASSES[kind]
-    ke = t[:, tr.T_KE]
+    kind = t[:, lg.T_KIND].astype(np.int64)
+    mass = lg.MASSES[kind]
+    ke = t[:, lg.T_KE]
     p = np.sqrt(ke * (ke + 2.0 * mass))
-    parent = t[:, tr.T_PARENT].astype(np.int64)
-    root = t[:, tr.T_ROOT].astype(np.int64)
+    parent = t[:, lg.T_PARENT].astype(np.int64)
+    root = t[:, lg.T_ROOT].astype(np.int64)
     deposit = np.bincount(event.voxels.owner, weights=event.voxels.energy, minlength=len(t))
     rows["id"] = np.arange(len(t))
     rows["trackid"] = np.arange(len(t)) + 1
-    rows["pdg"] = tr.KIND_TO_PDG[kind]
-    rows["shape"] = _SHAPE_OF_CLASS[t[:, tr.T_SEM].astype(np.int64)]
-    rows["interaction_type"] = t[:, tr.T_INTERACTION].astype(np.int64)
+    rows["pdg"] = lg.KIND_TO_PDG[kind]
+    rows["shape"] = _SHAPE_OF_CLASS[t[:, lg.T_SEM].astype(np.int64)]
+    rows["interaction_type"] = t[:, lg.T_INTERACTION].astype(np.int64)
     for axis, name in enumerate(("px", "py", "pz")):
-        rows[name] = p * t[:, tr.T_DX + axis]
+        rows[name] = p * t[:, lg.T_DX + axis]
     for field, cols in (
-        ("vtx", (tr.T_X0, tr.T_Y0, tr.T_Z0)),
-        ("end_pt", (tr.T_X1, tr.T_Y1, tr.T_Z1)),
+        ("vtx", (lg.T_X0, lg.T_Y0, lg.T_Z0)),
+        ("end_pt", (lg.T_X1, lg.T_Y1, lg.T_Z1)),
     ):
         for axis, col in zip("xyz", cols, strict=True):
             rows[field][axis] = t[:, col]
     rows["energy_init"] = ke + mass
     rows["energy_deposit"] = deposit
-    rows["dist_travel"] = t[:, tr.T_LENGTH]
-    rows["process"] = [tr.PROCESS_NAMES[int(k)].encode() for k in t[:, tr.T_PROCESS]]
+    rows["dist_travel"] = t[:, lg.T_LENGTH]
+    rows["process"] = [lg.PROCESS_NAMES[int(k)].encode() for k in t[:, lg.T_PROCESS]]
     has_parent = parent >= 0
     rows["parent_trackid"] = np.where(has_parent, parent + 1, 0)
-    rows["parent_pdg"] = np.where(has_parent, tr.KIND_TO_PDG[kind[np.maximum(parent, 0)]], 0)
+    rows["parent_pdg"] = np.where(has_parent, lg.KIND_TO_PDG[kind[np.maximum(parent, 0)]], 0)
     rows["ancestor_trackid"] = root + 1
-    rows["ancestor_pdg"] = tr.KIND_TO_PDG[kind[root]]
-    for axis, col in zip("xyz", (tr.T_X0, tr.T_Y0, tr.T_Z0), strict=True):
+    rows["ancestor_pdg"] = lg.KIND_TO_PDG[kind[root]]
+    for axis, col in zip("xyz", (lg.T_X0, lg.T_Y0, lg.T_Z0), strict=True):
         rows["parent_vtx"][axis] = np.where(has_parent, t[np.maximum(parent, 0), col], 0.0)
         rows["ancestor_vtx"][axis] = t[root, col]
     return rows

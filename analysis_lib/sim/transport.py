@@ -10,6 +10,7 @@ distances and Compton-scatter (Klein–Nishina) or convert. Every deposit carrie
 the particle table), its semantic class and its primary-ionization flag; every row keeps an
 energy ledger (in, deposited, handed to tabled children, escaped or invisible) so bookkeeping can
 be checked.
+The arrays' column layouts and the helpers that append rows are in :mod:`analysis_lib.sim.ledger`.
 """
 
 import math
@@ -17,8 +18,67 @@ import math
 import numpy as np
 from numba import njit
 
-from analysis_lib.labels import VoxelClass
 from analysis_lib.sim import constants as c
+from analysis_lib.sim.ledger import (
+    DELTA,
+    DEPOSIT_WIDTH,
+    ELECTRON,
+    HIP,
+    MASSES,
+    MICHEL,
+    MIP,
+    MUON_MINUS,
+    MUON_PLUS,
+    P_CAPTURE,
+    P_DECAY,
+    P_HIONI,
+    P_MUCAPTURE,
+    P_MUIONI,
+    P_PIMINEL,
+    P_PINEL,
+    P_PIPINEL,
+    P_PRIMARY,
+    PHOTON,
+    PION_MINUS,
+    PION_PLUS,
+    POSITRON,
+    PROTON,
+    Q_CAPTURE,
+    Q_ECUT,
+    Q_KCUT,
+    Q_LAMBDA_P,
+    Q_LAMBDA_PI,
+    Q_MARGIN,
+    Q_SPACING,
+    Q_STEP_E,
+    Q_STEP_HEAVY,
+    S_DX,
+    S_DY,
+    S_DZ,
+    S_KIND,
+    S_OWNER,
+    S_PRIM,
+    S_SEM,
+    S_T,
+    S_TABLED,
+    S_X,
+    S_Y,
+    S_Z,
+    SHOWER,
+    STACK_WIDTH,
+    T_ECHILD,
+    T_EIN,
+    T_EOUT,
+    T_INTERACTION,
+    T_LENGTH,
+    TABLE_WIDTH,
+    deposit,
+    deposit_segment,
+    new_row,
+    outside,
+    push,
+    set_end,
+)
 from analysis_lib.sim.sampling import (
     brems_integral,
     brems_photon_energy,
@@ -34,137 +94,8 @@ from analysis_lib.sim.sampling import (
 )
 from analysis_lib.sim.tables import Row
 
-# Kinds of stack entries (small ints, not PDG codes, so the engine can branch cheaply).
-ELECTRON, POSITRON, PHOTON, MUON_MINUS, MUON_PLUS, PION_PLUS, PION_MINUS, PROTON = range(8)
-KIND_TO_PDG = np.array([11, -11, 22, 13, -13, 211, -211, 2212])
-PROCESS_NAMES = (
-    "primary",
-    "muIoni",
-    "hIoni",
-    "Decay",
-    "muMinusCaptureAtRest",
-    "protonInelastic",
-    "pi+Inelastic",
-    "pi-Inelastic",
-    "hBertiniCaptureAtRest",
-)
-P_PRIMARY, P_MUIONI, P_HIONI, P_DECAY, P_MUCAPTURE, P_PINEL, P_PIPINEL, P_PIMINEL, P_CAPTURE = (
-    range(9)
-)
-
-# Columns of the stack rows.
-S_KIND, S_X, S_Y, S_Z, S_DX, S_DY, S_DZ, S_T, S_OWNER, S_SEM, S_PRIM, S_TABLED = range(12)
-STACK_WIDTH = 12
-# Columns of the particle-table rows.
-(
-    T_KIND, T_PARENT, T_ROOT, T_PROCESS, T_X0, T_Y0, T_Z0, T_X1, T_Y1, T_Z1, T_KE, T_DX, T_DY, T_DZ,
-    T_SEM, T_EIN, T_EDEP, T_ECHILD, T_EOUT, T_INTERACTION, T_LENGTH
-) = range(21)
-TABLE_WIDTH = 21
-# Columns of the deposit rows.
-D_X, D_Y, D_Z, D_E, D_OWNER, D_SEM, D_PRIM = range(7)
-DEPOSIT_WIDTH = 7
-
-#: The semantic classes of :class:`VoxelClass` as plain ints, which numba compiles in.
-HIP, MIP, SHOWER, DELTA, MICHEL = (int(v) for v in VoxelClass)
-
-# Indices into the settings vector passed to the engine (see :class:`PhysicsConfig`).
-(
-    Q_STEP_HEAVY, Q_STEP_E, Q_SPACING, Q_LAMBDA_P, Q_LAMBDA_PI, Q_CAPTURE, Q_MARGIN, Q_ECUT, Q_KCUT
-) = range(9)
-SETTINGS_WIDTH = 9
-
 ME = c.ELECTRON_MASS_MEV
 X0 = c.RADIATION_LENGTH_CM
-MASSES = np.array(
-    [
-        ME,
-        ME,
-        0.0,
-        c.MUON_MASS_MEV,
-        c.MUON_MASS_MEV,
-        c.PION_MASS_MEV,
-        c.PION_MASS_MEV,
-        c.PROTON_MASS_MEV,
-    ]
-)
-
-
-@njit(cache=True)
-def _set_end(table, row, x, y, z):
-    table[row, T_X1], table[row, T_Y1], table[row, T_Z1] = x, y, z
-
-
-@njit(cache=True)
-def _grow(arr, n):
-    """``arr`` with room for at least one more row after ``n`` rows (doubling)."""
-    if n < arr.shape[0]:
-        return arr
-    out = np.empty((arr.shape[0] * 2, arr.shape[1]))
-    out[:n] = arr[:n]
-    return out
-
-
-@njit(cache=True)
-def _deposit(dep, nd, x, y, z, e, owner, sem, prim, table):
-    dep = _grow(dep, nd[0])
-    i = nd[0]
-    dep[i, D_X], dep[i, D_Y], dep[i, D_Z], dep[i, D_E] = x, y, z, e
-    dep[i, D_OWNER], dep[i, D_SEM], dep[i, D_PRIM] = owner, sem, prim
-    nd[0] += 1
-    table[int(owner), T_EDEP] += e
-    return dep
-
-
-@njit(cache=True)
-def _deposit_segment(dep, nd, x, y, z, dx, dy, dz, length, e, owner, sem, prim, table, spacing):
-    """Spread energy ``e`` evenly over points every ``spacing`` cm along a straight segment."""
-    n = max(1, int(math.ceil(length / spacing)))
-    for k in range(n):
-        s = (k + 0.5) * length / n
-        dep = _deposit(dep, nd, x + s * dx, y + s * dy, z + s * dz, e / n, owner, sem, prim, table)
-    return dep
-
-
-@njit(cache=True)
-def _push(stack, ns, kind, x, y, z, dx, dy, dz, t, owner, sem, prim, tabled=0):
-    """Put a particle on the stack; ``tabled`` marks the particle of row ``owner`` itself."""
-    stack = _grow(stack, ns[0])
-    i = ns[0]
-    stack[i, S_TABLED] = tabled
-    stack[i, S_KIND], stack[i, S_X], stack[i, S_Y], stack[i, S_Z] = kind, x, y, z
-    stack[i, S_DX], stack[i, S_DY], stack[i, S_DZ], stack[i, S_T] = dx, dy, dz, t
-    stack[i, S_OWNER], stack[i, S_SEM], stack[i, S_PRIM] = owner, sem, prim
-    ns[0] += 1
-    return stack
-
-
-@njit(cache=True)
-def _new_row(table, nt, kind, parent, process, x, y, z, dx, dy, dz, t, sem, interaction):
-    table = _grow(table, nt[0])
-    i = nt[0]
-    table[i, :] = 0.0
-    table[i, T_KIND], table[i, T_PARENT], table[i, T_PROCESS] = kind, parent, process
-    table[i, T_ROOT] = i if parent < 0 else table[int(parent), T_ROOT]
-    table[i, T_X0], table[i, T_Y0], table[i, T_Z0] = x, y, z
-    table[i, T_X1], table[i, T_Y1], table[i, T_Z1] = x, y, z
-    table[i, T_DX], table[i, T_DY], table[i, T_DZ] = dx, dy, dz
-    table[i, T_KE], table[i, T_EIN], table[i, T_SEM] = t, t, sem
-    table[i, T_INTERACTION] = interaction
-    nt[0] += 1
-    return table
-
-
-@njit(cache=True)
-def _outside(x, y, z, lo, hi, margin):
-    return (
-        x < lo[0] - margin
-        or y < lo[1] - margin
-        or z < lo[2] - margin
-        or x > hi[0] + margin
-        or y > hi[1] + margin
-        or z > hi[2] + margin
-    )
 
 
 @njit(cache=True)
@@ -182,13 +113,13 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
     delta_process = P_MUIONI if kind == MUON_MINUS or kind == MUON_PLUS else P_HIONI
     interaction = table[row, T_INTERACTION]
     while t > 0.0:
-        if _outside(x, y, z, lo, hi, margin):
+        if outside(x, y, z, lo, hi, margin):
             table[row, T_EOUT] += t
             t = 0.0
             break
         residual = lookup(tab, r_row, t)
         if residual <= step:
-            dep = _deposit_segment(
+            dep = deposit_segment(
                 dep, nd, x, y, z, dx, dy, dz, residual, t, row, sem, 0, table, spacing
             )
             x, y, z = x + residual * dx, y + residual * dy, z + residual * dz
@@ -230,21 +161,21 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
                 ex, ey, ez = rotate(dx, dy, dz, cost, 2.0 * math.pi * rng.random())
                 if td >= q[Q_ECUT]:
                     table[row, T_ECHILD] += td
-                    table = _new_row(
+                    table = new_row(
                         table, nt, ELECTRON, row, delta_process, px, py, pz, ex, ey, ez, td, DELTA,
                         interaction
                     )
-                    stack = _push(
+                    stack = push(
                         stack, ns, ELECTRON, px, py, pz, ex, ey, ez, td, nt[0] - 1, DELTA, 1, 1
                     )
                 else:
                     reach = lookup(tab, Row.RANGE_ELECTRON, td)
-                    dep = _deposit(
+                    dep = deposit(
                         dep, nd, px + reach * ex, py + reach * ey, pz + reach * ez, td, row, sem, 0,
                         table
                     )
         e_cont = min(e_cont, t - e_delta)
-        dep = _deposit_segment(
+        dep = deposit_segment(
             dep, nd, x, y, z, dx, dy, dz, step, e_cont, row, sem, 0, table, spacing
         )
         x, y, z = x + step * dx, y + step * dy, z + step * dz
@@ -252,7 +183,7 @@ def _heavy(rng, tab, kind, row, x, y, z, dx, dy, dz, t, stack, ns, dep, nd, tabl
         t -= e_cont + e_delta
         if t > 0.0:
             dx, dy, dz = scatter(rng, dx, dy, dz, t, mass, step)
-    _set_end(table, row, x, y, z)
+    set_end(table, row, x, y, z)
     stack, table = _at_rest(rng, kind, row, x, y, z, stack, ns, table, nt, q, interaction)
     return stack, dep, table
 
@@ -266,8 +197,8 @@ def _hadronic_interaction(rng, x, y, z, t, row, kind, stack, ns, table, nt, inte
         tp = rng.random() * 0.5 * t
         dx, dy, dz = isotropic(rng)
         given += tp
-        table = _new_row(table, nt, PROTON, row, process, x, y, z, dx, dy, dz, tp, HIP, interaction)
-        stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, HIP, 0, 1)
+        table = new_row(table, nt, PROTON, row, process, x, y, z, dx, dy, dz, tp, HIP, interaction)
+        stack = push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, HIP, 0, 1)
     table[row, T_ECHILD] += given
     table[row, T_EOUT] += t - given
     return stack, table
@@ -281,25 +212,25 @@ def _at_rest(rng, kind, row, x, y, z, stack, ns, table, nt, q, interaction):
         process = P_DECAY if kind == MUON_PLUS else P_MUCAPTURE
         te = max(michel_energy(rng) - ME, 1e-3)
         dx, dy, dz = isotropic(rng)
-        table = _new_row(
+        table = new_row(
             table, nt, e_kind, row, process, x, y, z, dx, dy, dz, te, MICHEL, interaction
         )
-        stack = _push(stack, ns, e_kind, x, y, z, dx, dy, dz, te, nt[0] - 1, MICHEL, 1, 1)
+        stack = push(stack, ns, e_kind, x, y, z, dx, dy, dz, te, nt[0] - 1, MICHEL, 1, 1)
     elif kind == PION_PLUS:
         dx, dy, dz = isotropic(rng)
         tm = c.PION_DECAY_MUON_KE_MEV
-        table = _new_row(
+        table = new_row(
             table, nt, MUON_PLUS, row, P_DECAY, x, y, z, dx, dy, dz, tm, MIP, interaction
         )
-        stack = _push(stack, ns, MUON_PLUS, x, y, z, dx, dy, dz, tm, nt[0] - 1, MIP, 0, 1)
+        stack = push(stack, ns, MUON_PLUS, x, y, z, dx, dy, dz, tm, nt[0] - 1, MIP, 0, 1)
     elif kind == PION_MINUS:
         for _ in range(int(rng.integers(0, 3))):
             tp = 10.0 + 50.0 * rng.random()
             dx, dy, dz = isotropic(rng)
-            table = _new_row(
+            table = new_row(
                 table, nt, PROTON, row, P_CAPTURE, x, y, z, dx, dy, dz, tp, HIP, interaction
             )
-            stack = _push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, HIP, 0, 1)
+            stack = push(stack, ns, PROTON, x, y, z, dx, dy, dz, tp, nt[0] - 1, HIP, 0, 1)
     return stack, table
 
 
@@ -312,14 +243,14 @@ def _electron(
     cut the rest is laid on a straight segment of its CSDA range. A positron annihilates."""
     step, spacing, kc, margin = q[Q_STEP_E], q[Q_SPACING], q[Q_KCUT], q[Q_MARGIN]
     while True:
-        if _outside(x, y, z, lo, hi, margin):
+        if outside(x, y, z, lo, hi, margin):
             table[owner, T_EOUT] += t
             if tabled:
-                _set_end(table, owner, x, y, z)
+                set_end(table, owner, x, y, z)
             return stack, dep
         if t < q[Q_ECUT]:
             reach = lookup(tab, Row.RANGE_ELECTRON, t)
-            dep = _deposit_segment(
+            dep = deposit_segment(
                 dep, nd, x, y, z, dx, dy, dz, reach, t, owner, sem, prim, table, spacing
             )
             x, y, z = x + reach * dx, y + reach * dy, z + reach * dz
@@ -337,11 +268,11 @@ def _electron(
                 k = brems_photon_energy(rng, t_rad, kc)
                 t_rad -= k
                 s = rng.random() * step
-                stack = _push(
+                stack = push(
                     stack, ns, PHOTON, x + s * dx, y + s * dy, z + s * dz, dx, dy, dz, k, owner,
                     sem, 0
                 )
-        dep = _deposit_segment(
+        dep = deposit_segment(
             dep, nd, x, y, z, dx, dy, dz, step, e_col, owner, sem, prim, table, spacing
         )
         x, y, z = x + step * dx, y + step * dy, z + step * dz
@@ -352,12 +283,12 @@ def _electron(
             break
         dx, dy, dz = scatter(rng, dx, dy, dz, t, ME, step)
     if tabled:
-        _set_end(table, owner, x, y, z)
+        set_end(table, owner, x, y, z)
     if kind == POSITRON:
         table[owner, T_EIN] += 2.0 * ME
         ax, ay, az = isotropic(rng)
-        stack = _push(stack, ns, PHOTON, x, y, z, ax, ay, az, ME, owner, sem, 0)
-        stack = _push(stack, ns, PHOTON, x, y, z, -ax, -ay, -az, ME, owner, sem, 0)
+        stack = push(stack, ns, PHOTON, x, y, z, ax, ay, az, ME, owner, sem, 0)
+        stack = push(stack, ns, PHOTON, x, y, z, -ax, -ay, -az, ME, owner, sem, 0)
     return stack, dep
 
 
@@ -372,10 +303,10 @@ def _photon(
         d = rng.exponential(lookup(tab, Row.LAMBDA_PHOTON, e))
         x, y, z = x + d * dx, y + d * dy, z + d * dz
         if tabled:
-            _set_end(table, owner, x, y, z)
+            set_end(table, owner, x, y, z)
             table[owner, T_LENGTH] = d
             tabled = 0
-        if _outside(x, y, z, lo, hi, margin):
+        if outside(x, y, z, lo, hi, margin):
             table[owner, T_EOUT] += e
             return stack, dep
         if rng.random() < lookup(tab, Row.PAIR_FRACTION, e):
@@ -388,7 +319,7 @@ def _photon(
                 etot = share * e
                 theta = min(urban_u(rng) * ME / etot, math.pi)
                 ex, ey, ez = rotate(dx, dy, dz, math.cos(theta), azimuth)
-                stack = _push(
+                stack = push(
                     stack, ns, kind, x, y, z, ex, ey, ez, max(etot - ME, 0.0), owner, sem, 0
                 )
             table[owner, T_EIN] -= 2.0 * ME
@@ -399,14 +330,14 @@ def _photon(
         px, py, pz = e * dx - e_out * nx, e * dy - e_out * ny, e * dz - e_out * nz
         norm = math.sqrt(px * px + py * py + pz * pz)
         if norm > 0.0:
-            stack = _push(
+            stack = push(
                 stack, ns, ELECTRON, x, y, z, px / norm, py / norm, pz / norm, e - e_out, owner,
                 sem, 0
             )
         else:
-            dep = _deposit(dep, nd, x, y, z, e - e_out, owner, sem, 0, table)
+            dep = deposit(dep, nd, x, y, z, e - e_out, owner, sem, 0, table)
         e, dx, dy, dz = e_out, nx, ny, nz
-    dep = _deposit(dep, nd, x, y, z, e, owner, sem, 0, table)
+    dep = deposit(dep, nd, x, y, z, e, owner, sem, 0, table)
     return stack, dep
 
 
@@ -440,10 +371,10 @@ def transport(primaries, tab, q, lo, hi, rng):
         x, y, z = primaries[i, 1], primaries[i, 2], primaries[i, 3]
         dx, dy, dz, t = primaries[i, 4], primaries[i, 5], primaries[i, 6], primaries[i, 7]
         sem = HIP if kind == PROTON else (SHOWER if kind <= PHOTON else MIP)
-        table = _new_row(
+        table = new_row(
             table, nt, kind, -1, P_PRIMARY, x, y, z, dx, dy, dz, t, sem, primaries[i, 8]
         )
-        stack = _push(stack, ns, kind, x, y, z, dx, dy, dz, t, nt[0] - 1, sem, 0, 1)
+        stack = push(stack, ns, kind, x, y, z, dx, dy, dz, t, nt[0] - 1, sem, 0, 1)
     while ns[0] > 0:
         ns[0] -= 1
         s = stack[ns[0]].copy()

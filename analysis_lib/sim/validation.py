@@ -14,7 +14,7 @@ import numpy as np
 from analysis_lib import paper
 from analysis_lib.labels import CLASS_NAMES, VoxelClass
 from analysis_lib.sim import constants as c
-from analysis_lib.sim import transport as tr
+from analysis_lib.sim import ledger as lg
 from analysis_lib.sim.checks import HOLDS, Check, Measured
 from analysis_lib.sim.config import PhysicsConfig
 from analysis_lib.sim.events import sample_primaries
@@ -62,17 +62,17 @@ def row_bookkeeping(tables: Sequence[np.ndarray], deposits: Sequence[np.ndarray]
     """Row 12: per-particle energy ledgers close; Michels have muon parents; the primary-
     ionization flag is set only on δ/Michel families."""
     closure = np.concatenate(
-        [(t[:, tr.T_EDEP] + t[:, tr.T_ECHILD] + t[:, tr.T_EOUT]) / t[:, tr.T_EIN] for t in tables]
+        [(t[:, lg.T_EDEP] + t[:, lg.T_ECHILD] + t[:, lg.T_EOUT]) / t[:, lg.T_EIN] for t in tables]
     )
     worst = float(np.max(np.abs(closure - 1)))
     parents_ok = all(
         np.isin(
-            t[t[t[:, tr.T_SEM] == tr.MICHEL, tr.T_PARENT].astype(int), tr.T_KIND],
-            (tr.MUON_PLUS, tr.MUON_MINUS),
+            t[t[t[:, lg.T_SEM] == lg.MICHEL, lg.T_PARENT].astype(int), lg.T_KIND],
+            (lg.MUON_PLUS, lg.MUON_MINUS),
         ).all()
         for t in tables
     )
-    flag_ok = all(np.isin(d[d[:, tr.D_PRIM] == 1, tr.D_SEM], (tr.DELTA, tr.MICHEL)).all()
+    flag_ok = all(np.isin(d[d[:, lg.D_PRIM] == 1, lg.D_SEM], (lg.DELTA, lg.MICHEL)).all()
                   for d in deposits)
     return Check(
         12,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from analysis_lib.sim import transport as tr
+from analysis_lib.sim import ledger as lg
 
 #: Per-axis smearing weights below this share are dropped before renormalizing: at most a few
 #: 1e-5 MeV per voxel for a MIP, far below the 0.01 MeV threshold, and 4x fewer voxel visits.
@@ -142,15 +142,15 @@ def _merge_small_deltas(
 ) -> np.ndarray:
     """Class of each entry after merging δ-rays with fewer than ``min_voxels`` voxels outside
     their parent's voxels into the parent (Supera ``DeltaSize``)."""
-    process = table[:, tr.T_PROCESS]
-    is_delta = ((process == tr.P_MUIONI) | (process == tr.P_HIONI)) & (
-        table[:, tr.T_KIND] == tr.ELECTRON
+    process = table[:, lg.T_PROCESS]
+    is_delta = ((process == lg.P_MUIONI) | (process == lg.P_HIONI)) & (
+        table[:, lg.T_KIND] == lg.ELECTRON
     )
     mine = is_delta[owner]
     if not mine.any():
         return sem
     n_rows = np.int64(table.shape[0])
-    parent = table[:, tr.T_PARENT].astype(np.int64)
+    parent = table[:, lg.T_PARENT].astype(np.int64)
     d_vox, d_owner = vox[mine], owner[mine]
     outside = ~np.isin(d_vox * n_rows + parent[d_owner], vox * n_rows + owner)
     outside_pairs = np.unique(d_vox[outside] * n_rows + d_owner[outside])
@@ -158,7 +158,7 @@ def _merge_small_deltas(
     merge = is_delta & (n_outside < min_voxels)
     sem = sem.copy()
     to_merge = merge[owner]
-    sem[to_merge] = table[parent[owner[to_merge]], tr.T_SEM].astype(np.int64)
+    sem[to_merge] = table[parent[owner[to_merge]], lg.T_SEM].astype(np.int64)
     return sem
 
 
@@ -172,14 +172,14 @@ def voxelize(
     delta_merge_voxels: int,
 ) -> Voxels:
     """Smear deposit points into a ``size``³ grid and label the voxels (spec §6)."""
-    owner = deposits[:, tr.D_OWNER].astype(np.int64)
-    sem = deposits[:, tr.D_SEM].astype(np.int64)
-    prim = deposits[:, tr.D_PRIM].astype(np.int64)
+    owner = deposits[:, lg.D_OWNER].astype(np.int64)
+    sem = deposits[:, lg.D_SEM].astype(np.int64)
+    prim = deposits[:, lg.D_PRIM].astype(np.int64)
     code = (owner * 5 + sem) * 2 + prim
     codes, contributor = np.unique(code, return_inverse=True)
     keys, energy, outside = _smear(
         np.ascontiguousarray(deposits[:, :3] / voxel_cm),
-        deposits[:, tr.D_E],
+        deposits[:, lg.D_E],
         contributor.astype(np.int64),
         size,
         sigma_mm / 10.0 / voxel_cm,
