@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from analysis_lib.checkpoints import latest_checkpoint
-from analysis_lib.errors import AnalysisError, ConfigError, TrainingError, refuse_unknown
+from analysis_lib.errors import AnalysisError, ConfigError, TrainingError
 from analysis_lib.files import file_sha256, write_text
 from analysis_lib.inference import evaluate
 from analysis_lib.metrics import Evaluation
 from analysis_lib.study import ROOT
 from analysis_lib.train import read_log, train
-from analysis_lib.train_config import TrainConfig
+from analysis_lib.train_config import RunSpec, TrainConfig
 
 #: The modules whose source decides what a training run computes: the network, the engine,
 #: the loop and its checkpoints, batching, the data readers and relabeling, the class ids.
@@ -72,12 +72,10 @@ class Experiment:
     def key(self) -> str:
         """The run's hash: config (paths replaced by their files' sha256), code version;
         computed once per object (the files are not expected to change under a session)."""
-        fields = dataclasses.asdict(self.config)
-        fields["data"] = file_sha256(self.config.data)
-        if self.parent is not None:
-            fields["init"] = self.parent.key
-        elif self.config.init is not None:
-            fields["init"] = file_sha256(self.config.init)
+        init = (self.parent.key if self.parent is not None
+                else None if self.config.init is None else file_sha256(self.config.init))
+        fields = {**dataclasses.asdict(self.config), "data": file_sha256(self.config.data),
+                  "init": init}
         blob = json.dumps({"config": fields, "code": code_version()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -147,20 +145,11 @@ class Experiment:
         return result
 
 
-def _check_keys(name: str, spec: Mapping) -> None:
-    """Refuse a run spec with a key that is no :class:`TrainConfig` field (a misspelling
-    would otherwise train with the default), suggesting the nearest field."""
-    fields = [f.name for f in dataclasses.fields(TrainConfig)]
-    if "data" not in spec:
-        raise ConfigError(f"run {name!r} names no data set (key 'data')")
-    refuse_unknown(spec, fields, f"run {name!r}: unknown setting")
-
-
-def profile_runs(specs: dict[str, dict], data_path: Callable[[str], Path],
+def profile_runs(specs: Mapping[str, RunSpec], data_path: Callable[[str], Path],
                  root: Path | None = None) -> dict[str, Experiment]:
-    """The named runs of a profile (``shared.runs``): each spec holds :class:`TrainConfig`
-    fields, with ``data`` a data-set name (``data_path`` gives its file) and ``init``, if any,
-    the name of the run to fine-tune. Chapters that name the same run share its training."""
+    """The named runs of a profile (``shared.runs``): ``data_path`` gives each data set's file,
+    and a run's ``init`` names the run it fine-tunes. Chapters that name the same run share its
+    training."""
     runs: dict[str, Experiment] = {}
 
     def resolve(name: str, chain: tuple[str, ...]) -> Experiment:
@@ -170,11 +159,10 @@ def profile_runs(specs: dict[str, dict], data_path: Callable[[str], Path],
             raise ConfigError(f"run {name!r} is not among the profile's runs {sorted(specs)}")
         if name in chain:
             raise ConfigError(f"runs {' -> '.join(chain + (name,))} fine-tune each other")
-        spec = dict(specs[name])
-        _check_keys(name, spec)
-        parent = resolve(spec.pop("init"), chain + (name,)) if spec.get("init") else None
+        spec = specs[name]
+        parent = resolve(spec.init, chain + (name,)) if spec.init else None
         try:
-            config = TrainConfig(data=str(data_path(spec.pop("data"))), **spec)
+            config = TrainConfig(data=str(data_path(spec.data)), **spec.settings)
         except ConfigError as err:
             raise ConfigError(f"run {name!r}: {err}") from None
         runs[name] = Experiment(config, root or artifacts_folder(), parent, name)

@@ -44,14 +44,14 @@ def plan_runs(profile: Profile, manifest_path: Path) -> list[dict]:
     experiments = profile_runs(specs, manifest.path_of)
     plan = []
     for name, experiment in experiments.items():
-        cfg, entry = experiment.config, manifest.entry(specs[name]["data"])
+        cfg, entry = experiment.config, manifest.entry(specs[name].data)
         size = getattr(entry, "size", None)
         step, basis = (_step_seconds(cfg.backend, cfg.dim, size, cfg.batch_size) if size
                        else (math.nan, "?"))
-        plan.append({"run": name, "data": specs[name]["data"], "dim": cfg.dim, "size": size,
+        plan.append({"run": name, "data": specs[name].data, "dim": cfg.dim, "size": size,
                      "backend": cfg.backend, "depth": cfg.depth, "filters": cfg.filters,
                      "batch": cfg.batch_size, "iterations": cfg.iterations,
-                     "init": specs[name].get("init") or "",
+                     "init": specs[name].init or "",
                      "GPU-hours": step * cfg.iterations / 3600, "estimate from": basis})
     return plan
 

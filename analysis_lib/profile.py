@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from analysis_lib.batching import Batch, first_events
-from analysis_lib.errors import AnalysisError, ConfigError
+from analysis_lib.errors import AnalysisError, ConfigError, refuse_unknown
 from analysis_lib.metrics import Evaluation
 from analysis_lib.models import UResNet
 
@@ -189,6 +189,27 @@ def measure_cases(cases: Iterable[tuple[Mapping[str, object], ModelSpec, Batch, 
 
 
 @dataclass(frozen=True)
+class Table2Column:
+    """One setting of Table II: the network's ``backend`` on the first ``batch`` events of data
+    set ``data``; the training step too unless ``train`` is false; the accuracy of the summary
+    named ``trained`` (if any); ``repeats`` timed runs (None: the table's)."""
+
+    backend: str
+    data: str
+    batch: int
+    train: bool = True
+    trained: str | None = None
+    repeats: int | None = None
+
+    @classmethod
+    def parse(cls, column: Mapping) -> "Table2Column":
+        """A column as the profile writes it; an unknown key is a ConfigError."""
+        refuse_unknown(column, [f.name for f in dataclasses.fields(cls)],
+                       "Table II column: unknown setting")
+        return cls(**column)
+
+
+@dataclass(frozen=True)
 class Table2:
     """The study's Table II as measured: ``frame`` has a column per setting (named
     ``"backend · size px · batch n"``) and a row per quantity; ``settings`` gives each column's
@@ -203,23 +224,22 @@ class Table2:
 def measure_table2(columns: Sequence[Mapping], net: ModelSpec, path_of: Callable[[str], Path],
                    accuracy: Mapping[str, Evaluation], device: str = "cpu", repeats: int = 2
                    ) -> Table2:
-    """Measure Table II: for each column ``{backend, data, batch, train (default true),
-    trained (the name of an accuracy summary, optional), repeats (default ``repeats``)}`` the
-    inference and training step of ``net`` with the column's backend on the first ``batch``
-    events of the data set, with the nonzero accuracy of the named summary."""
+    """Measure Table II: for each column (a :class:`Table2Column` as a mapping) the inference
+    and training step of ``net`` with the column's backend on the first ``batch`` events of the
+    data set, with the nonzero accuracy of the named summary."""
     rows, settings, exhausted = {}, {}, []
-    for col in columns:
-        batch = first_events(str(path_of(col["data"])), col["batch"])
+    for col in map(Table2Column.parse, columns):
+        batch = first_events(str(path_of(col.data)), col.batch)
         size = batch.spatial_size
-        spec = dataclasses.replace(net, backend=col["backend"])
-        name = f"{col['backend']} · {size} px · batch {col['batch']}"
-        times = col.get("repeats", repeats)
+        spec = dataclasses.replace(net, backend=col.backend)
+        name = f"{col.backend} · {size} px · batch {col.batch}"
+        times = repeats if col.repeats is None else col.repeats
         test = measure(spec, batch, "inference", device, times)
-        step = measure(spec, batch, "train", device, times) if col.get("train", True) else None
+        step = measure(spec, batch, "train", device, times) if col.train else None
         if test.out_of_memory or (step and step.out_of_memory):
             exhausted.append(name)
-        summary = accuracy.get(col.get("trained"))
-        settings[name] = (col["backend"], size, col["batch"])
+        summary = accuracy.get(col.trained)
+        settings[name] = (col.backend, size, col.batch)
         rows[name] = {
             "voxels in batch": batch.coords.shape[0],
             "nonzero accuracy mean": summary and round(summary.nonzero_accuracy, 3),

@@ -18,6 +18,7 @@ import yaml
 
 from analysis_lib.data.manifest import Manifest, load_manifest
 from analysis_lib.errors import ConfigError, did_you_mean, refuse_unknown
+from analysis_lib.train_config import RunSpec
 
 if TYPE_CHECKING:
     from analysis_lib.experiments import Experiment
@@ -40,12 +41,12 @@ class Training:
 @dataclass(frozen=True)
 class Profile:
     """A profile's parameters (``book/params/<name>.yaml``): the data manifest, the networks by
-    name (:class:`~analysis_lib.train_config.TrainConfig` fields, with the data set and the
-    fine-tuned run by name), how they train, and one mapping per notebook."""
+    name (each checked as a :class:`~analysis_lib.train_config.RunSpec`), how they train, and
+    one mapping per notebook."""
 
     name: str
     manifest: str
-    runs: Mapping[str, Mapping]
+    runs: Mapping[str, RunSpec]
     training: Training
     notebooks: dict[str, dict]
 
@@ -71,7 +72,8 @@ def load_profile(name: str, book: Path = BOOK) -> Profile:
                           f"notebooks are {sorted(sources)}")
     shared = dict(raw.get("shared") or {})
     refuse_unknown(shared, _SHARED_KEYS, f"{path}: unknown shared setting")
-    runs = {run: dict(spec or {}) for run, spec in (shared.get("runs") or {}).items()}
+    runs = {run: RunSpec.parse(run, spec or {})
+            for run, spec in (shared.get("runs") or {}).items()}
     return Profile(name, shared.get("manifest", "data_manifest.yaml"), runs,
                    _training(shared.get("training") or {}, runs, path),
                    {k: dict(v or {}) for k, v in notebooks.items()})
@@ -126,7 +128,7 @@ class Chapter:
         if run not in self.profile.runs:
             raise ConfigError(f"run {run!r} is not among the {self.profile.name} profile's runs"
                               f"{did_you_mean(run, self.profile.runs)}")
-        return self.profile.runs[run]["data"]
+        return self.profile.runs[run].data
 
     def __getattr__(self, key: str) -> object:
         params = self.__dict__.get("params", {})

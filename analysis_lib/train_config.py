@@ -1,12 +1,14 @@
 """What defines a training run: :class:`TrainConfig`, validated on construction, its schedule,
 optimizer and network. A run's folder is named by its hash, so every field is part of it."""
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from analysis_lib.errors import ConfigError
+from analysis_lib.errors import ConfigError, refuse_unknown
 from analysis_lib.models import UResNet
 
 SCHEDULES = ("step", "cosine")
@@ -122,3 +124,26 @@ class TrainConfig:
     def model(self) -> UResNet:
         """A freshly initialised network of this configuration."""
         return UResNet(self.dim, self.depth, self.filters, self.reps, self.backend, self.growth)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A profile's run as written (``shared.runs.<name>``): the data set by name, the run it
+    fine-tunes by name (or None), and its other :class:`TrainConfig` settings."""
+
+    data: str
+    init: str | None = None
+    settings: Mapping[str, object] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, name: str, spec: Mapping[str, object]) -> "RunSpec":
+        """Check a run's mapping: it names a data set, and every key is a :class:`TrainConfig`
+        field (a misspelling would otherwise train with the default; the nearest is
+        suggested)."""
+        if "data" not in spec:
+            raise ConfigError(f"run {name!r} names no data set (key 'data')")
+        refuse_unknown(spec, [f.name for f in dataclasses.fields(TrainConfig)],
+                       f"run {name!r}: unknown setting")
+        settings = dict(spec)
+        data, init = settings.pop("data"), settings.pop("init", None)
+        return cls(str(data), init or None, settings)

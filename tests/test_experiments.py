@@ -15,7 +15,12 @@ from analysis_lib.errors import AnalysisError, ConfigError, TrainingError
 from analysis_lib.experiments import Experiment, code_version, profile_runs, train_all
 from analysis_lib.metrics import Evaluation
 from analysis_lib.profile import ModelSpec, measure, measure_cases, measure_table2
-from analysis_lib.train_config import TrainConfig
+from analysis_lib.train_config import RunSpec, TrainConfig
+
+
+def _specs(mappings):
+    """Run mappings as a profile's YAML gives them, parsed as the profile loader does."""
+    return {name: RunSpec.parse(name, spec) for name, spec in mappings.items()}
 
 
 def test_run_is_cached_and_keyed_by_config(tiny_sample, tmp_path):
@@ -38,15 +43,16 @@ def test_reading_a_result_never_trains(tiny_sample, tmp_path):
         with pytest.raises(TrainingError, match="not trained yet"):
             read()
     assert not run.folder.exists()
-    named = profile_runs({"tiny run": {"data": "tiny", "depth": 3}}, lambda name: tiny_sample,
-                         tmp_path)["tiny run"]
+    named = profile_runs(_specs({"tiny run": {"data": "tiny", "depth": 3}}),
+                         lambda name: tiny_sample, tmp_path)["tiny run"]
     with pytest.raises(TrainingError, match="run 'tiny run' .* not trained yet"):
         named.log()
 
 
 def test_the_artifacts_folder_can_be_moved(tiny_sample, tmp_path, monkeypatch):
     monkeypatch.setenv("ANALYSIS_LIB_ARTIFACTS", str(tmp_path / "elsewhere"))
-    run = profile_runs({"a": {"data": "tiny", "depth": 3}}, lambda name: tiny_sample)["a"]
+    run = profile_runs(_specs({"a": {"data": "tiny", "depth": 3}}),
+                       lambda name: tiny_sample)["a"]
     assert run.folder.parent == tmp_path / "elsewhere"
 
 
@@ -114,6 +120,13 @@ def test_table2_column_may_set_its_own_repeats(tiny_sample, monkeypatch):
     assert len(table.out_of_memory) == 2
 
 
+def test_table2_column_refuses_an_unknown_setting(tiny_sample):
+    columns = [{"backend": "sparse", "data": "tiny", "batch": 2, "repeat": 1}]
+    with pytest.raises(ConfigError, match="Table II column: unknown setting 'repeat'; did you "
+                                          "mean 'repeats'"):
+        measure_table2(columns, ModelSpec(3, 3, 4, "sparse"), lambda name: tiny_sample, {})
+
+
 class _OutOfMemorySpec(ModelSpec):
     """A network whose construction runs out of memory (in the measuring child)."""
 
@@ -152,7 +165,7 @@ def test_profile_runs_share_and_fine_tune(tiny_sample, tmp_path):
     common = {"data": "tiny", "depth": 3, "filters": 4, "batch_size": 2, "iterations": 2}
     specs = {"tuned": {**common, "relabel": False, "init": "base", "learning_rate": 1e-4},
              "base": common, "same": dict(common)}
-    runs = profile_runs(specs, lambda name: tiny_sample, root=tmp_path)
+    runs = profile_runs(_specs(specs), lambda name: tiny_sample, root=tmp_path)
     assert runs["base"].key == runs["same"].key
     assert runs["tuned"].parent is runs["base"]
     assert runs["tuned"].train_config.init == str(runs["base"].checkpoint)
@@ -174,14 +187,14 @@ def test_profile_runs_share_and_fine_tune(tiny_sample, tmp_path):
 )
 def test_profile_runs_reject_bad_specs(specs, message, tiny_sample):
     with pytest.raises(ConfigError, match=message):
-        profile_runs(specs, lambda name: tiny_sample)
+        profile_runs(_specs(specs), lambda name: tiny_sample)
 
 
 def test_train_all_trains_parents_first_side_by_side(tiny_sample, tmp_path):
     common = {"data": "tiny", "depth": 3, "filters": 4, "batch_size": 2, "iterations": 2}
     specs = {"base": common, "tuned": {**common, "init": "base", "relabel": True},
              "other": {**common, "filters": 8}, "same": dict(common)}
-    runs = profile_runs(specs, lambda name: tiny_sample, root=tmp_path)
+    runs = profile_runs(_specs(specs), lambda name: tiny_sample, root=tmp_path)
     lines: list[str] = []
     train_all(runs, workers=2, report=lines.append)
     assert all(run.checkpoint.exists() for run in runs.values())

@@ -70,10 +70,14 @@ class _Products:
     clusters: str | None
 
 
+def _data_product(dim: int) -> str:
+    return f"sparse{dim}d_data"
+
+
 def _default_products(dim: int) -> dict[str, str]:
     kind = f"sparse{dim}d"
     return {
-        "data": f"{kind}_data",
+        "data": _data_product(dim),
         "label": f"{kind}_fivetypes",
         "prim_ion": f"{kind}_primion",
         "particle_index": f"{kind}_index",
@@ -95,18 +99,19 @@ def _choose_products(
                 f"pass one of those as {role}_product"
             )
         chosen[role] = name if name is not None else (default if default in available else None)
-    if chosen["data"] is None:
+    products = _Products(**chosen)
+    if products.data is None:
         other = 3 if dim == 2 else 2
         hint = (
             f"; it holds {other}D data, open it with dim={other}"
-            if _default_products(other)["data"] in available
+            if _data_product(other) in available
             else "; pass data_product= with one of those"
         )
         raise DataError(
-            f"{path}: no {dim}D data product {_default_products(dim)['data']!r} "
+            f"{path}: no {dim}D data product {_data_product(dim)!r} "
             f"(the file has: {', '.join(available) or 'none'}){hint}"
         )
-    return _Products(**chosen)
+    return products
 
 
 def _check_request(path: Path, dim: int, projection: int) -> None:

@@ -102,7 +102,7 @@ def particle_rows(event: SimEvent) -> np.ndarray:
     rows["energy_init"] = ke + mass
     rows["energy_deposit"] = deposit
     rows["dist_travel"] = t[:, lg.T_LENGTH]
-    rows["process"] = [lg.PROCESS_NAMES[int(k)].encode() for k in t[:, lg.T_PROCESS]]
+    rows["process"] = [lg.PROCESS_NAMES[k].encode() for k in t[:, lg.T_PROCESS].astype(int)]
     has_parent = parent >= 0
     rows["parent_trackid"] = np.where(has_parent, parent + 1, 0)
     rows["parent_pdg"] = np.where(has_parent, lg.KIND_TO_PDG[kind[np.maximum(parent, 0)]], 0)
