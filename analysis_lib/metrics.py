@@ -140,12 +140,15 @@ class Evaluation:
         return dataclasses.replace(self, test_set=test_set)
 
     def to_frame(self) -> pd.DataFrame:
-        """Classwise and overall accuracy with standard errors and event counts, a row each."""
+        """Classwise and overall accuracy with standard errors and event counts, a row each
+        (classes by name where there are the study's five, else ``class k``)."""
+        n = len(self.classwise_accuracy)
+        names = CLASS_NAMES if n == len(CLASS_NAMES) else tuple(f"class {k}" for k in range(n))
         return pd.DataFrame(
             {"accuracy": [*self.classwise_accuracy, self.nonzero_accuracy],
              "standard error": [*self.classwise_accuracy_sem, self.nonzero_accuracy_sem],
              "events": [*self.classwise_events, self.n_events]},
-            index=[*CLASS_NAMES, "nonzero"]).astype({"accuracy": float, "standard error": float})
+            index=[*names, "nonzero"]).astype({"accuracy": float, "standard error": float})
 
     @classmethod
     def from_record(cls, record: Mapping) -> "Evaluation":

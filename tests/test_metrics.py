@@ -62,6 +62,7 @@ def test_sample_summary_averages_classwise_over_events_where_present():
     assert s.nonzero_accuracy_sem == pytest.approx(np.std([2 / 3, 1 / 2]) / np.sqrt(2))
     assert s.nonzero_accuracy_per_event == (pytest.approx(2 / 3), 0.5)
     assert s.classwise_accuracy_sem == (pytest.approx(0.5 / np.sqrt(2)), 0.0, 0.0)
+    assert list(s.to_frame().index) == ["class 0", "class 1", "class 2", "nonzero"]
 
 
 def test_evaluation_reads_back_from_json_and_tabulates():
