@@ -61,12 +61,15 @@ def code_version(entries: tuple[str, ...] = _CODE) -> str:
 class Experiment:
     """A training run and where its artifacts live; a fine-tuning run names its ``parent``,
     whose final checkpoint is its ``train_config.init`` and which it trains first. ``name`` is
-    the profile's name for it (for messages; not part of the key)."""
+    the profile's name for it (for messages; not part of the key). ``data_sha256`` is the data
+    file's sha256 as the manifest records it (checked by ``data make``/``data verify``), so
+    that a key does not re-hash gigabytes in every process; None hashes the file."""
 
     config: TrainConfig
     root: Path = dataclasses.field(default_factory=artifacts_folder)
     parent: "Experiment | None" = None
     name: str | None = None
+    data_sha256: str | None = None
 
     @cached_property
     def key(self) -> str:
@@ -74,8 +77,8 @@ class Experiment:
         computed once per object (the files are not expected to change under a session)."""
         init = (self.parent.key if self.parent is not None
                 else None if self.config.init is None else file_sha256(self.config.init))
-        fields = {**dataclasses.asdict(self.config), "data": file_sha256(self.config.data),
-                  "init": init}
+        data = self.data_sha256 or file_sha256(self.config.data)
+        fields = {**dataclasses.asdict(self.config), "data": data, "init": init}
         blob = json.dumps({"config": fields, "code": code_version()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -146,10 +149,12 @@ class Experiment:
 
 
 def profile_runs(specs: Mapping[str, RunSpec], data_path: Callable[[str], Path],
-                 root: Path | None = None) -> dict[str, Experiment]:
-    """The named runs of a profile (``shared.runs``): ``data_path`` gives each data set's file,
-    and a run's ``init`` names the run it fine-tunes. Chapters that name the same run share its
-    training."""
+                 root: Path | None = None,
+                 data_sha256: Callable[[str], str | None] | None = None
+                 ) -> dict[str, Experiment]:
+    """The named runs of a profile (``shared.runs``): ``data_path`` gives each data set's file
+    and ``data_sha256``, if given, its recorded sha256 (the manifest's); a run's ``init`` names
+    the run it fine-tunes. Chapters that name the same run share its training."""
     runs: dict[str, Experiment] = {}
 
     def resolve(name: str, chain: tuple[str, ...]) -> Experiment:
@@ -165,7 +170,8 @@ def profile_runs(specs: Mapping[str, RunSpec], data_path: Callable[[str], Path],
             config = TrainConfig(data=str(data_path(spec.data)), **spec.settings)
         except ConfigError as err:
             raise ConfigError(f"run {name!r}: {err}") from None
-        runs[name] = Experiment(config, root or artifacts_folder(), parent, name)
+        recorded = data_sha256(spec.data) if data_sha256 else None
+        runs[name] = Experiment(config, root or artifacts_folder(), parent, name, recorded)
         return runs[name]
 
     for name in specs:

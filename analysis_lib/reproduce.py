@@ -108,7 +108,8 @@ def train_runs(profile: Profile) -> None:
     workers, alone = profile.training.workers, profile.training.alone
     if workers == 1:
         return
-    runs = profile_runs(profile.runs, load_manifest(profile.manifest_path).path_of)
+    manifest = load_manifest(profile.manifest_path)
+    runs = profile_runs(profile.runs, manifest.path_of, data_sha256=manifest.sha256_of)
     start = time.perf_counter()
     train_all({name: run for name, run in runs.items() if name not in alone}, workers)
     print(f"[reproduce] training: done in {time.perf_counter() - start:.0f} s", flush=True)

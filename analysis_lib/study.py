@@ -113,7 +113,8 @@ class Chapter:
         """The profile's networks by name (validated; none is trained by asking)."""
         from analysis_lib.experiments import profile_runs
 
-        return profile_runs(self.profile.runs, self.data.path_of)
+        return profile_runs(self.profile.runs, self.data.path_of,
+                            data_sha256=self.data.sha256_of)
 
     def trained(self, names: Mapping[object, str]) -> dict[object, Experiment]:
         """The networks ``names`` maps to (label -> run name) under the same labels, each

@@ -13,6 +13,7 @@ from analysis_lib import profile
 from analysis_lib.batching import first_events
 from analysis_lib.errors import AnalysisError, ConfigError, TrainingError
 from analysis_lib.experiments import Experiment, code_version, profile_runs, train_all
+from analysis_lib.files import file_sha256
 from analysis_lib.metrics import Evaluation
 from analysis_lib.profile import ModelSpec, measure, measure_cases, measure_table2
 from analysis_lib.train_config import RunSpec, TrainConfig
@@ -34,6 +35,17 @@ def test_run_is_cached_and_keyed_by_config(tiny_sample, tmp_path):
     first = run.evaluation(tiny_sample)
     assert run.evaluation(tiny_sample) == first
     assert len(list(run.folder.glob("eval_*.json"))) == 1
+
+
+def test_key_takes_the_recorded_data_hash_instead_of_hashing_the_file(tiny_sample, tmp_path):
+    cfg = TrainConfig(data=str(tiny_sample), depth=3, filters=4)
+    hashed = Experiment(cfg, root=tmp_path)
+    recorded = Experiment(cfg, root=tmp_path, data_sha256=file_sha256(tiny_sample))
+    assert recorded.key == hashed.key
+    assert Experiment(cfg, root=tmp_path, data_sha256="0" * 64).key != hashed.key
+    runs = profile_runs(_specs({"a": {"data": "tiny", "depth": 3}}), lambda name: tiny_sample,
+                        tmp_path, data_sha256=lambda name: "0" * 64)
+    assert runs["a"].data_sha256 == "0" * 64
 
 
 def test_reading_a_result_never_trains(tiny_sample, tmp_path):

@@ -87,6 +87,10 @@ class Manifest:
             f"known names: {', '.join(self.names())}"
         )
 
+    def sha256_of(self, name: str) -> str | None:
+        """The sha256 recorded for entry ``name`` (None where none is recorded)."""
+        return self.entry(name).sha256
+
     def path_of(self, name: str) -> Path:
         """Where the file of entry ``name`` lives."""
         entry = self.entry(name)
