@@ -147,6 +147,22 @@ def test_a_chapter_resolves_its_inputs_from_any_folder(tmp_path, monkeypatch):
         _ = ch.michel_rum
 
 
+def test_a_chapter_runs_top_to_bottom_in_a_plain_kernel_from_its_own_folder(tmp_path,
+                                                                           monkeypatch):
+    """The Findings page as JupyterLab runs it: converted by jupytext, no injected cell, the
+    notebook's folder as working folder (with no recorded results every claim is untestable)."""
+    import jupytext
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("ANALYSIS_LIB_RESULTS", str(tmp_path))
+    notebook = jupytext.read(BOOK / "notebooks" / "findings.md")
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(BOOK / "notebooks")}}).execute()
+    printed = "".join(out.get("text", "") for cell in notebook.cells
+                      if cell.cell_type == "code" for out in cell.get("outputs", []))
+    assert "ci profile: 0 reproduced, 0 not reproduced, 12 not testable of 12 claims" in printed
+
+
 def test_unknown_profile_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown profile 'laptop'"):
         load_profile("laptop")
