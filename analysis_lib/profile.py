@@ -203,9 +203,13 @@ class Table2Column:
 
     @classmethod
     def parse(cls, column: Mapping) -> "Table2Column":
-        """A column as the profile writes it; an unknown key is a ConfigError."""
-        refuse_unknown(column, [f.name for f in dataclasses.fields(cls)],
-                       "Table II column: unknown setting")
+        """A column as the profile writes it; an unknown or a missing key is a ConfigError."""
+        fields = dataclasses.fields(cls)
+        refuse_unknown(column, [f.name for f in fields], "Table II column: unknown setting")
+        missing = [f.name for f in fields
+                   if f.default is dataclasses.MISSING and f.name not in column]
+        if missing:
+            raise ConfigError(f"Table II column {dict(column)} sets no {', '.join(missing)}")
         return cls(**column)
 
 

@@ -132,11 +132,14 @@ def test_table2_column_may_set_its_own_repeats(tiny_sample, monkeypatch):
     assert len(table.out_of_memory) == 2
 
 
-def test_table2_column_refuses_an_unknown_setting(tiny_sample):
+def test_table2_column_refuses_an_unknown_or_missing_setting(tiny_sample):
     columns = [{"backend": "sparse", "data": "tiny", "batch": 2, "repeat": 1}]
     with pytest.raises(ConfigError, match="Table II column: unknown setting 'repeat'; did you "
                                           "mean 'repeats'"):
         measure_table2(columns, ModelSpec(3, 3, 4, "sparse"), lambda name: tiny_sample, {})
+    with pytest.raises(ConfigError, match="Table II column .* sets no batch"):
+        measure_table2([{"backend": "sparse", "data": "tiny"}], ModelSpec(3, 3, 4, "sparse"),
+                       lambda name: tiny_sample, {})
 
 
 class _OutOfMemorySpec(ModelSpec):
