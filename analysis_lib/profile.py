@@ -23,7 +23,8 @@ import pandas as pd
 import torch
 
 from analysis_lib.batching import Batch, first_events
-from analysis_lib.errors import AnalysisError, ConfigError, refuse_unknown
+from analysis_lib.chapter_params import Table2Column
+from analysis_lib.errors import AnalysisError, ConfigError
 from analysis_lib.metrics import Evaluation
 from analysis_lib.models import UResNet
 
@@ -189,31 +190,6 @@ def measure_cases(cases: Iterable[tuple[Mapping[str, object], ModelSpec, Batch, 
 
 
 @dataclass(frozen=True)
-class Table2Column:
-    """One setting of Table II: the network's ``backend`` on the first ``batch`` events of data
-    set ``data``; the training step too unless ``train`` is false; the accuracy of the summary
-    named ``trained`` (if any); ``repeats`` timed runs (None: the table's)."""
-
-    backend: str
-    data: str
-    batch: int
-    train: bool = True
-    trained: str | None = None
-    repeats: int | None = None
-
-    @classmethod
-    def parse(cls, column: Mapping) -> "Table2Column":
-        """A column as the profile writes it; an unknown or a missing key is a ConfigError."""
-        fields = dataclasses.fields(cls)
-        refuse_unknown(column, [f.name for f in fields], "Table II column: unknown setting")
-        missing = [f.name for f in fields
-                   if f.default is dataclasses.MISSING and f.name not in column]
-        if missing:
-            raise ConfigError(f"Table II column {dict(column)} sets no {', '.join(missing)}")
-        return cls(**column)
-
-
-@dataclass(frozen=True)
 class Table2:
     """The study's Table II as measured: ``frame`` has a column per setting (named
     ``"backend · size px · batch n"``) and a row per quantity; ``settings`` gives each column's
@@ -225,14 +201,15 @@ class Table2:
     out_of_memory: tuple[str, ...]
 
 
-def measure_table2(columns: Sequence[Mapping], net: ModelSpec, path_of: Callable[[str], Path],
+def measure_table2(columns: Sequence[Table2Column], net: ModelSpec,
+                   path_of: Callable[[str], Path],
                    accuracy: Mapping[str, Evaluation], device: str = "cpu", repeats: int = 2
                    ) -> Table2:
-    """Measure Table II: for each column (a :class:`Table2Column` as a mapping) the inference
+    """Measure Table II: for each column (a :class:`Table2Column`) the inference
     and training step of ``net`` with the column's backend on the first ``batch`` events of the
     data set, with the nonzero accuracy of the named summary."""
     rows, settings, exhausted = {}, {}, []
-    for col in map(Table2Column.parse, columns):
+    for col in columns:
         batch = first_events(str(path_of(col.data)), col.batch)
         size = batch.spatial_size
         spec = dataclasses.replace(net, backend=col.backend)

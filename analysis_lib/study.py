@@ -8,6 +8,7 @@ parameters as attributes (``ch.michel_run``). The same call serves papermill, wh
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -16,8 +17,10 @@ from typing import TYPE_CHECKING
 
 import yaml
 
+from analysis_lib.chapter_params import CHAPTERS
 from analysis_lib.data.manifest import Manifest, load_manifest
 from analysis_lib.errors import ConfigError, did_you_mean, refuse_unknown
+from analysis_lib.fields import DataSetName, Names, RunName, build
 from analysis_lib.train_config import RunSpec
 
 if TYPE_CHECKING:
@@ -42,13 +45,14 @@ class Training:
 class Profile:
     """A profile's parameters (``book/params/<name>.yaml``): the data manifest, the networks by
     name (each checked as a :class:`~analysis_lib.train_config.RunSpec`), how they train, and
-    one mapping per notebook."""
+    each notebook's parameters (of the dataclass :data:`~analysis_lib.chapter_params.CHAPTERS`
+    names)."""
 
     name: str
     manifest: str
     runs: Mapping[str, RunSpec]
     training: Training
-    notebooks: dict[str, dict]
+    notebooks: Mapping[str, object]
 
     @property
     def manifest_path(self) -> Path:
@@ -72,11 +76,29 @@ def load_profile(name: str, book: Path = BOOK) -> Profile:
                           f"notebooks are {sorted(sources)}")
     shared = dict(raw.get("shared") or {})
     refuse_unknown(shared, _SHARED_KEYS, f"{path}: unknown shared setting")
+    manifest = shared.get("manifest", "data_manifest.yaml")
     runs = {run: RunSpec.parse(run, spec or {})
             for run, spec in (shared.get("runs") or {}).items()}
-    return Profile(name, shared.get("manifest", "data_manifest.yaml"), runs,
-                   _training(shared.get("training") or {}, runs, path),
-                   {k: dict(v or {}) for k, v in notebooks.items()})
+    names = Names(tuple(runs), load_manifest(ROOT / manifest).names())
+    for run, spec in runs.items():
+        build(_RunNames, {"data": spec.data, "init": spec.init}, f"{path}: run {run!r}", names)
+    params = {}
+    for chapter_name in sorted(set(notebooks) | (sources & set(CHAPTERS))):
+        if chapter_name not in CHAPTERS:
+            raise ConfigError(f"{path}: notebook {chapter_name!r} has no parameter type in "
+                              f"analysis_lib.chapter_params.CHAPTERS")
+        params[chapter_name] = build(CHAPTERS[chapter_name], notebooks.get(chapter_name) or {},
+                                     f"{path}: notebooks.{chapter_name}", names)
+    return Profile(name, manifest, runs, _training(shared.get("training") or {}, runs, path),
+                   params)
+
+
+@dataclass(frozen=True)
+class _RunNames:
+    """The names a run's spec refers to: its data set and the run it starts from."""
+
+    data: DataSetName
+    init: RunName | None = None
 
 
 _SHARED_KEYS = ("manifest", "runs", "training")
@@ -97,11 +119,12 @@ def _training(settings: Mapping, runs: Mapping, path: Path) -> Training:
 
 @dataclass(frozen=True)
 class Chapter:
-    """One chapter's inputs under a profile; its parameters read as attributes."""
+    """One chapter's inputs under a profile; its parameters (a dataclass of
+    :mod:`~analysis_lib.chapter_params`) also read as the chapter's attributes."""
 
     name: str
     profile: Profile
-    params: Mapping[str, object]
+    params: object
 
     @cached_property
     def data(self) -> Manifest:
@@ -132,11 +155,12 @@ class Chapter:
         return self.profile.runs[run].data
 
     def __getattr__(self, key: str) -> object:
-        params = self.__dict__.get("params", {})
-        if key in params:
-            return params[key]
-        raise AttributeError(f"the {self.profile.name} profile gives chapter {self.name!r} no "
-                             f"parameter {key!r}{did_you_mean(key, params)}")
+        params = self.__dict__.get("params")
+        fields = [f.name for f in dataclasses.fields(params)] if params is not None else []
+        if key in fields:
+            return getattr(params, key)
+        raise AttributeError(f"chapter {self.name!r} has no parameter {key!r}"
+                             f"{did_you_mean(key, fields)}")
 
 
 def chapter(name: str, profile: str = "ci") -> Chapter:
@@ -144,4 +168,4 @@ def chapter(name: str, profile: str = "ci") -> Chapter:
     loaded = load_profile(profile)
     if not (BOOK / "notebooks" / f"{name}.md").is_file():
         raise ConfigError(f"no chapter {name!r} in {BOOK / 'notebooks'}")
-    return Chapter(name, loaded, dict(loaded.notebooks.get(name, {})))
+    return Chapter(name, loaded, loaded.notebooks.get(name))

@@ -78,7 +78,8 @@ def _chapter_attributes(name: str) -> set[str]:
 def test_each_profile_gives_every_chapter_exactly_the_parameters_it_reads(profile):
     params = load_profile(profile).notebooks
     for name in notebook_order():
-        assert set(params.get(name, {})) == _chapter_attributes(name), name
+        fields = {f.name for f in dataclasses.fields(params[name])}
+        assert fields == _chapter_attributes(name), name
 
 
 #: Names whose method calls draw (matplotlib's figure, axes and pyplot).
@@ -199,9 +200,13 @@ def test_findings_page_comes_first_in_the_book_and_runs_last():
      ({"training": {"workers": 2, "alone": ["nope"]}}, r"unknown run\(s\) \['nope'\]"),
      ({"training": {"worker": 2}}, "unknown shared.training setting 'worker'; did you mean "
                                    "'workers'"),
-     ({"runs": {"main": {"data": "x", "iteratons": 10}}}, "run 'main': unknown setting "
+     ({"runs": {"main": {"data": "sim3d_64_ci", "iteratons": 10}}}, "run 'main': unknown setting "
                                                           "'iteratons'; did you mean 'iterations'"),
      ({"runs": {"main": {"depth": 5}}}, "run 'main' names no data set"),
+     ({"runs": {"main": {"data": "sim3d_64_cj"}}}, "run 'main'.data: no data set 'sim3d_64_cj'; "
+                                                  "did you mean 'sim3d_64_ci'"),
+     ({"runs": {"main": {"data": "sim3d_64_ci", "init": "mian"}}}, "run 'main'.init: no run "
+                                                                  "'mian'"),
      ({"run": {}}, "unknown shared setting 'run'; did you mean 'runs'"),
      ({"zzz": 1}, r"unknown shared setting 'zzz'; settings are \['manifest', 'runs', "
                   r"'training'\]")],
@@ -210,7 +215,25 @@ def test_bad_shared_settings_are_config_errors(tmp_path, shared, message):
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "params").mkdir()
     (tmp_path / "params" / "ci.yaml").write_text(yaml.safe_dump(
-        {"shared": {"runs": {"a": {"data": "x"}}, **shared}, "notebooks": {}}))
+        {"shared": {"runs": {"a": {"data": "sim3d_64_ci"}}, **shared}, "notebooks": {}}))
+    with pytest.raises(ConfigError, match=message):
+        load_profile("ci", book=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("michel", "message"),
+    [({"michel_run": "b", "data_set": "sim3d_64_ci"}, r"notebooks.michel.michel_run: no run 'b'"),
+     ({"michel_run": "a"}, "notebooks.michel sets no data_set"),
+     ({"michel_run": "a", "data_set": "sim3d_64_ci", "cut": 3}, "notebooks.michel: unknown key "
+                                                               "'cut'"),
+     ({"michel_run": ["a"], "data_set": "sim3d_64_ci"}, "michel_run: expected a run name")],
+)
+def test_bad_chapter_parameters_are_config_errors(tmp_path, michel, message):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "michel.md").write_text("# Michel\n")
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "ci.yaml").write_text(yaml.safe_dump(
+        {"shared": {"runs": {"a": {"data": "sim3d_64_ci"}}}, "notebooks": {"michel": michel}}))
     with pytest.raises(ConfigError, match=message):
         load_profile("ci", book=tmp_path)
 
@@ -218,8 +241,8 @@ def test_bad_shared_settings_are_config_errors(tmp_path, shared, message):
 def test_ci_profile_trains_side_by_side_except_the_timed_runs():
     profile = load_profile("ci")
     assert profile.training.workers == 2
-    assert set(profile.training.alone) == set(profile.notebooks["sparse_vs_dense"]
-                                              ["curve_runs"].values())
+    curves = profile.notebooks["sparse_vs_dense"].curve_runs
+    assert set(profile.training.alone) == set(curves.values())
     train_runs(dataclasses.replace(profile, training=Training(workers=1)))  # trains nothing
 
 
