@@ -23,9 +23,11 @@ book: $(STAMP)
 
 # JupyterLab on the text notebooks (jupytext opens each .md as a notebook: Open With >
 # Notebook); each runs top to bottom on the ci profile, or set `profile` in its first cell.
+# LAB_ARGS passes options through, e.g. LAB_ARGS="--no-browser --port 8890" on a remote host.
+LAB_ARGS ?=
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[lab]"
-	$(VENV)/bin/jupyter lab --notebook-dir=book/notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=book/notebooks $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/simulator.py
