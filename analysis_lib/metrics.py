@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from analysis_lib.errors import DataError
-from analysis_lib.fields import check_keys
 from analysis_lib.labels import CLASS_NAMES, NUM_CLASSES, VoxelClass
 
 
@@ -154,7 +153,13 @@ class Evaluation:
     @classmethod
     def from_record(cls, record: Mapping) -> "Evaluation":
         """Read one back from JSON (a cached evaluation or a chapter's recorded results)."""
-        check_keys(cls, record, "not an evaluation record", DataError)
+        fields = dataclasses.fields(cls)
+        unknown = set(record) - {f.name for f in fields}
+        missing = [f.name for f in fields if f.default is dataclasses.MISSING
+                   and f.name not in record]
+        if unknown or missing:
+            raise DataError(f"not an evaluation record: unknown fields {sorted(unknown)}, "
+                            f"missing fields {missing}")
         values = {k: tuple(map(tuple, v)) if k == "confusion_matrix" else
                   tuple(v) if isinstance(v, list) else v for k, v in record.items()}
         return cls(**values)
