@@ -11,16 +11,17 @@ from analysis_lib.study import Profile, load_profile
 
 #: Seconds per training step on the study's V100 (its Table II, [3D, 5-16]) as
 #: (fixed, per event of the batch), fitted through its batch-4 and batch-64 points where it
-#: has both; the base of the dry run's GPU-hour estimates.
+#: has both; its 512 and 768 px columns are batch 64 (see :data:`analysis_lib.paper.TABLE2`).
+#: The base of the dry run's GPU-hour estimates.
 STUDY_STEP_S = {
     ("sparse", 3, 192): (0.144, 0.0165),
-    ("sparse", 3, 512): (0.0, 5.0 / 4),
-    ("sparse", 3, 768): (0.0, 8.8 / 4),
+    ("sparse", 3, 512): (0.0, 5.0 / 64),
+    ("sparse", 3, 768): (0.0, 8.8 / 64),
     ("dense", 3, 192): (0.0, 25.0 / 4),
 }
 
 
-def _step_seconds(backend: str, dim: int, size: int, batch: int) -> tuple[float, str]:
+def step_seconds(backend: str, dim: int, size: int, batch: int) -> tuple[float, str]:
     """Estimated GPU seconds of one training step, and how it was estimated."""
     if (backend, dim, size) in STUDY_STEP_S:
         fixed, per_event = STUDY_STEP_S[(backend, dim, size)]
@@ -46,7 +47,7 @@ def plan_runs(profile: Profile, manifest_path: Path) -> list[dict]:
     for name, experiment in experiments.items():
         cfg, entry = experiment.config, manifest.entry(specs[name].data)
         size = getattr(entry, "size", None)
-        step, basis = (_step_seconds(cfg.backend, cfg.dim, size, cfg.batch_size) if size
+        step, basis = (step_seconds(cfg.backend, cfg.dim, size, cfg.batch_size) if size
                        else (math.nan, "?"))
         plan.append({"run": name, "data": specs[name].data, "dim": cfg.dim, "size": size,
                      "backend": cfg.backend, "depth": cfg.depth, "filters": cfg.filters,

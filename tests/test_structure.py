@@ -10,8 +10,9 @@ import pytest
 import tomllib
 import yaml
 
+from analysis_lib import paper
 from analysis_lib.errors import ConfigError
-from analysis_lib.plan import plan_runs, print_plan
+from analysis_lib.plan import plan_runs, print_plan, step_seconds
 from analysis_lib.reproduce import execution_order, notebook_order, train_runs
 from analysis_lib.study import BOOK, PROFILES, Training, load_profile
 
@@ -177,6 +178,17 @@ def test_dry_run_lists_every_run_with_gpu_hours(profile, capsys):
     for row in plan:
         assert row["run"] in out
         assert row["GPU-hours"] > 0
+
+
+def test_cost_model_gives_back_each_training_time_of_the_studys_table2():
+    """The dry run's step times reproduce the study's V100 column by column, under the reading
+    of its batch row that analysis_lib.paper states (512 and 768 px at batch 64)."""
+    train_s = paper.TABLE2_ROWS.index("GPU wall time train (s)")
+    for column, values in paper.TABLE2.items():
+        backend, size, batch = re.fullmatch(r"(\w+) · (\d+) px · batch (\d+)", column).groups()
+        step, basis = step_seconds(backend, 3, int(size), int(batch))
+        assert step == pytest.approx(values[train_s], rel=0.02), column
+        assert basis == "study's Table II"
 
 
 def test_dry_run_needs_no_data(tmp_path):
