@@ -21,7 +21,7 @@ from analysis_lib.chapter_params import CHAPTERS
 from analysis_lib.data.manifest import Manifest, load_manifest
 from analysis_lib.errors import ConfigError, did_you_mean, refuse_unknown
 from analysis_lib.fields import DataSetName, Names, RunName, build
-from analysis_lib.train_config import RunSpec
+from analysis_lib.train_config import RunSpec, TrainConfig
 
 if TYPE_CHECKING:
     from analysis_lib.experiments import Experiment
@@ -82,6 +82,10 @@ def load_profile(name: str, book: Path = BOOK) -> Profile:
     names = Names(tuple(runs), load_manifest(ROOT / manifest).names())
     for run, spec in runs.items():
         build(_RunNames, {"data": spec.data, "init": spec.init}, f"{path}: run {run!r}", names)
+        try:  # the settings' values and ranges, as the training will check them
+            TrainConfig(data=spec.data, **spec.settings)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: run {run!r}: {exc}") from None
     params = {}
     for chapter_name in sorted(set(notebooks) | (sources & set(CHAPTERS))):
         if chapter_name not in CHAPTERS:

@@ -219,6 +219,8 @@ def test_findings_page_comes_first_in_the_book_and_runs_last():
                                                   "did you mean 'sim3d_64_ci'"),
      ({"runs": {"main": {"data": "sim3d_64_ci", "init": "mian"}}}, "run 'main'.init: no run "
                                                                   "'mian'"),
+     ({"runs": {"main": {"data": "sim3d_64_ci", "iterations": 0}}}, "run 'main': iterations=0 "
+                                                                   "must be >= 1"),
      ({"run": {}}, "unknown shared setting 'run'; did you mean 'runs'"),
      ({"zzz": 1}, r"unknown shared setting 'zzz'; settings are \['manifest', 'runs', "
                   r"'training'\]")],
