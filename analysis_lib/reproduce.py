@@ -59,14 +59,16 @@ def _source_cell(notebook, source: str) -> str:
 
 
 def _hide_injected_cell(path: Path) -> None:
-    """Tag papermill's injected-parameters cell ``remove-cell``: the rendered chapter shows its
-    results, not the building machine's paths and the profile's raw settings (its provenance
-    line names the profile)."""
+    """Tag papermill's injected-parameters cell ``remove-cell`` and drop the input and output
+    paths papermill records: the rendered chapter and its downloadable notebook show results,
+    not the building machine's folders (the provenance line names the profile)."""
     notebook = nbformat.read(path, as_version=4)
     for cell in notebook.cells:
         tags = cell.metadata.setdefault("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
+    for key in ("input_path", "output_path"):
+        notebook.metadata.get("papermill", {}).pop(key, None)
     nbformat.write(notebook, path)
 
 
@@ -76,29 +78,36 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
     and cell named."""
     executed = book / "executed"
     executed.mkdir(exist_ok=True)
-    env_path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
-    os.environ["PATH"] = env_path  # the kernel must be this environment's python
-    for name in only or execution_order(book):
-        source = book / "notebooks" / f"{name}.md"
-        notebook = jupytext.read(source)
-        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                           "language": "python"}
-        start = time.perf_counter()
-        print(f"[reproduce] {name}: executing ({profile.name} profile)", flush=True)
-        where = source.relative_to(ROOT) if source.is_relative_to(ROOT) else source
-        try:
-            papermill.execute_notebook(notebook, str(executed / f"{name}.ipynb"),
-                                       parameters={"profile": profile.name}, cwd=str(ROOT),
-                                       kernel_name="python3",
-                                       progress_bar=False)
-        except papermill.PapermillExecutionError as err:
-            raise BuildError(f"notebook {where} failed in {_source_cell(notebook, err.source)}: "
-                             f"{err.ename}: {err.evalue}") from None
-        except DeadKernelError:
-            raise BuildError(f"notebook {where}: its kernel died (killed, usually for lack of "
-                             f"memory); run it alone with `reproduce --only {name}`") from None
-        _hide_injected_cell(executed / f"{name}.ipynb")
-        print(f"[reproduce] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    path = os.environ.get("PATH", "")
+    # the kernels' python must be this environment's; PATH is restored after
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + path
+    try:
+        for name in only or execution_order(book):
+            _execute(book / "notebooks" / f"{name}.md", executed / f"{name}.ipynb", profile)
+    finally:
+        os.environ["PATH"] = path
+
+
+def _execute(source: Path, target: Path, profile: Profile) -> None:
+    """Execute one text notebook into ``target`` with papermill (see :func:`execute_notebooks`)."""
+    name = source.stem
+    notebook = jupytext.read(source)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    start = time.perf_counter()
+    print(f"[reproduce] {name}: executing ({profile.name} profile)", flush=True)
+    where = source.relative_to(ROOT) if source.is_relative_to(ROOT) else source
+    try:
+        papermill.execute_notebook(notebook, str(target), parameters={"profile": profile.name},
+                                   cwd=str(ROOT), kernel_name="python3", progress_bar=False)
+    except papermill.PapermillExecutionError as err:
+        raise BuildError(f"notebook {where} failed in {_source_cell(notebook, err.source)}: "
+                         f"{err.ename}: {err.evalue}") from None
+    except DeadKernelError:
+        raise BuildError(f"notebook {where}: its kernel died (killed, usually for lack of "
+                         f"memory); run it alone with `reproduce --only {name}`") from None
+    _hide_injected_cell(target)
+    print(f"[reproduce] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def train_runs(profile: Profile) -> None:

@@ -2,6 +2,7 @@
 
 import ast
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -289,7 +290,11 @@ def test_the_injected_parameters_cell_is_removed_from_the_rendered_chapter(tmp_p
     from analysis_lib.study import Profile
 
     _one_notebook_book(tmp_path, "fine", [])
+    path = os.environ["PATH"]
     execute_notebooks(Profile("ci", "data_manifest.yaml", {}, Training(), {}), book=tmp_path)
-    cells = nbformat.read(tmp_path / "executed" / "fine.ipynb", as_version=4).cells
+    executed = tmp_path / "executed" / "fine.ipynb"
+    cells = nbformat.read(executed, as_version=4).cells
     injected = [c for c in cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
+    assert str(tmp_path) not in executed.read_text()  # no folder of the building machine
+    assert os.environ["PATH"] == path
