@@ -1,4 +1,4 @@
-"""larcv3 HDF5 reader: event-by-event access that reads only the requested rows.
+"""larcv3 HDF5 reader: event-by-event access that reads only the requested event's voxel rows.
 
 The layout read is the one described in `analysis_lib.data.larcv_schema`.
 """
@@ -36,6 +36,16 @@ _TABLE_FIELDS = {
     "voxels": VOXEL_DTYPE.names,
     "particles": (),
 }
+# Tables read whole at first use: the index tables, a few rows per event. Reading one row of a
+# gzip-chunked table decompresses its chunk; three products' four index reads were most of an
+# event's read time.
+_INDEX_TABLES = ("extents", "voxel_extents", "projection_extents", "cluster_extents",
+                 "image_meta")
+# HDF5's chunk cache per dataset (1 MiB by default holds 8 of a voxel table's 8192-row chunks):
+# large enough for a ci training set's voxel tables, so that training, which draws each event
+# many times, decompresses each chunk once. It fills only with chunks actually read.
+_CHUNK_CACHE_BYTES = 128 * 2**20
+_CHUNK_CACHE_SLOTS = 10007
 
 
 def open_hdf5(path: str | os.PathLike) -> h5py.File:
@@ -44,7 +54,8 @@ def open_hdf5(path: str | os.PathLike) -> h5py.File:
     if not path.is_file():
         raise DataError(f"{path}: no such file; check the path or build the data set first")
     try:
-        return h5py.File(path, "r")
+        return h5py.File(path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES,
+                         rdcc_nslots=_CHUNK_CACHE_SLOTS)
     except OSError as err:
         raise DataError(
             f"{path}: not a readable HDF5 file ({str(err).splitlines()[0]}); it is corrupt or "
@@ -55,8 +66,9 @@ def open_hdf5(path: str | os.PathLike) -> h5py.File:
 class Larcv3File(ClosingContext):
     """Event-by-event, read-only access to the products of one larcv3 HDF5 file.
 
-    Every read touches only the rows of the requested event (through the ``extents`` index
-    tables); fields are read by name, so any compound padding or field order works.
+    Every read touches only the voxel rows of the requested event, found through the
+    ``extents`` index tables (read whole at first use); fields are read by name, so any
+    compound padding or field order works.
 
     Parameters
     ----------
@@ -74,7 +86,7 @@ class Larcv3File(ClosingContext):
         self._file = open_hdf5(self.path)
         try:
             self._event_id = self._file[f"{EVENTS_GROUP}/{EVENT_ID_TABLE}"]
-            self._datasets: dict[tuple[str, str], h5py.Dataset] = {}
+            self._datasets: dict[tuple[str, str], h5py.Dataset | np.ndarray] = {}
             data = self._file[DATA_GROUP]
             self.n_events = int(self._event_id.shape[0])
             self.products = tuple(sorted(p for p in map(product_of_group, data) if p is not None))
@@ -89,8 +101,9 @@ class Larcv3File(ClosingContext):
         """Close the underlying HDF5 file."""
         self._file.close()
 
-    def _dataset(self, product: str, table: str, where: str) -> h5py.Dataset:
-        """A product table, opened once and checked for the fields the reader needs."""
+    def _dataset(self, product: str, table: str, where: str) -> h5py.Dataset | np.ndarray:
+        """A product table, opened once and checked for the fields the reader needs (an index
+        table read whole into memory)."""
         key = (product, table)
         if key not in self._datasets:
             try:
@@ -105,6 +118,12 @@ class Larcv3File(ClosingContext):
                     f"{where}: {table} rows lack field(s) {', '.join(missing)}; the product is "
                     "not in larcv3 layout"
                 )
+            if table in _INDEX_TABLES:
+                try:
+                    dataset = dataset[()]
+                except OSError as err:
+                    raise DataError(f"{where}: cannot read {table} ({err}); the file is "
+                                    "corrupt") from None
             self._datasets[key] = dataset
         return self._datasets[key]
 
