@@ -8,7 +8,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from analysis_lib.errors import ConfigError
 from analysis_lib.fields import DataSetName, RunName
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """One held-out evaluation a chapter reads: network ``run`` on data set ``test_set``, with
+    its labels relabeled or not (:meth:`~analysis_lib.experiments.Experiment.evaluation`).
+    Listed by each chapter's :meth:`scorings` so that the profile's training workers compute
+    and cache them beside the trainings, where a core would otherwise wait."""
+
+    run: str
+    test_set: str
+    relabeled: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,12 @@ class SparseVsDense:
     curve_test_set: DataSetName
     setting_runs: tuple[SettingRun, ...]
 
+    def scorings(self) -> tuple[Scoring, ...]:
+        nets = [self.sparse_run] + ([self.dense_run] if self.dense_run else [])
+        return (tuple(Scoring(run, self.test_set) for run in nets)
+                + tuple(Scoring(run, self.curve_test_set) for run in self.curve_runs.values())
+                + tuple(Scoring(s.run, s.test_set) for s in self.setting_runs))
+
 
 @dataclass(frozen=True)
 class Michel:
@@ -82,11 +101,19 @@ class Architecture:
     device: str
     repeats: int
 
+    def scorings(self) -> tuple[Scoring, ...]:
+        return tuple(Scoring(run, self.test_set) for by_filters in self.scan_runs.values()
+                     for run in by_filters.values())
+
 
 @dataclass(frozen=True)
 class ImageSizes:
     train_runs: Mapping[int, RunName]
     test_sets: Mapping[int, DataSetName]
+
+    def scorings(self) -> tuple[Scoring, ...]:
+        return tuple(Scoring(run, test_set) for test_set in self.test_sets.values()
+                     for run in self.train_runs.values())
 
 
 @dataclass(frozen=True)
@@ -95,10 +122,27 @@ class Mistakes:
     test_set: DataSetName
 
 
+#: Table V's columns: (network flavour of ``Relabeling.table5_runs``, test labels relabeled).
+TABLE5_COLUMNS = {"train regular / test regular": ("regular", False),
+                  "train regular / test relabeled": ("regular", True),
+                  "train relabeled / test relabeled": ("relabeled", True),
+                  "train relabeled + weights / test relabeled": ("relabeled + weights", True)}
+
+
 @dataclass(frozen=True)
 class Relabeling:
     table5_runs: Mapping[str, RunName]
     test_set: DataSetName
+
+    def __post_init__(self) -> None:
+        flavours = sorted({flavour for flavour, _ in TABLE5_COLUMNS.values()})
+        if sorted(self.table5_runs) != flavours:
+            raise ConfigError(f"relabeling.table5_runs: expected a run for each of {flavours}, "
+                              f"got {sorted(self.table5_runs)}")
+
+    def scorings(self) -> tuple[Scoring, ...]:
+        return tuple(Scoring(self.table5_runs[flavour], self.test_set, relabeled)
+                     for flavour, relabeled in TABLE5_COLUMNS.values())
 
 
 @dataclass(frozen=True)

@@ -134,13 +134,18 @@ class Experiment:
                 found[int(path.stem.removeprefix("probe_"))] = dict(snapshot)
         return dict(sorted(found.items()))
 
+    def evaluation_cache(self, data: str | os.PathLike, relabeled: bool = False) -> Path:
+        """Where :meth:`evaluation` keeps its result: named by the data file's sha256, the
+        labels and the whole package's source."""
+        tag = (f"{file_sha256(data)[:12]}{'_relabeled' if relabeled else ''}_"
+               f"{code_version(('.',))[:8]}")
+        return self.folder / f"eval_{tag}.json"
+
     def evaluation(self, data: str | os.PathLike, relabeled: bool = False) -> Evaluation:
         """Metrics of the trained model on ``data`` (a :class:`TrainingError` if it is not
         trained), cached beside the checkpoint and keyed by the data and the whole package's
         source (a changed metric or reader re-evaluates)."""
-        tag = (f"{file_sha256(data)[:12]}{'_relabeled' if relabeled else ''}_"
-               f"{code_version(('.',))[:8]}")
-        cache = self.folder / f"eval_{tag}.json"
+        cache = self.evaluation_cache(data, relabeled)
         if cache.exists():
             return Evaluation.from_record(json.loads(cache.read_text()))
         result = evaluate(self.trained_checkpoint(), data, relabeled=relabeled)
@@ -179,12 +184,25 @@ def profile_runs(specs: Mapping[str, RunSpec], data_path: Callable[[str], Path],
     return runs
 
 
+#: One held-out evaluation: a data file and whether its labels are relabeled.
+Scoring = tuple[str | os.PathLike, bool]
+
+
 def _train_in_worker(experiment: Experiment, threads: int) -> None:
     """Train one run in a worker process with ``threads`` torch threads."""
     import torch
 
     torch.set_num_threads(threads)
     experiment.run(progress=False)
+
+
+def _evaluate_in_worker(experiment: Experiment, threads: int, cases: list[Scoring]) -> None:
+    """Evaluate one trained run on each case in a worker process (results cached)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    for data, relabeled in cases:
+        experiment.evaluation(data, relabeled)
 
 
 def _chain_cost(experiment: Experiment, children: Mapping[str, list[Experiment]]) -> float:
@@ -195,17 +213,37 @@ def _chain_cost(experiment: Experiment, children: Mapping[str, list[Experiment]]
     return own + max(below, default=0.0)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One worker's job: train ``run``, or (``cases`` given) evaluate it on them."""
+
+    run: Experiment
+    cases: tuple[Scoring, ...] = ()
+
+    def process(self, context, threads: int, name: str) -> multiprocessing.process.BaseProcess:
+        if self.cases:
+            return context.Process(target=_evaluate_in_worker, name=f"evaluate {name}",
+                                   args=(self.run, threads, list(self.cases)))
+        return context.Process(target=_train_in_worker, args=(self.run, threads),
+                               name=f"train {name}")
+
+
 def train_all(experiments: Mapping[str, Experiment], workers: int,
-              report: Callable[[str], None] = print) -> None:
-    """Train every incomplete run of ``experiments`` (name -> run), ``workers`` at a time.
+              report: Callable[[str], None] = print,
+              scorings: Mapping[str, list[Scoring]] | None = None) -> None:
+    """Train every incomplete run of ``experiments`` (name -> run), ``workers`` at a time,
+    then evaluate the runs ``scorings`` names on its cases (cached as
+    :meth:`Experiment.evaluation` caches them, so the chapters read them).
 
     Each worker is a fresh process with an equal share of the CPU cores as torch threads: on
     2 cores two one-thread trainings side by side do 1.5-1.7x the steps per second of one
     two-thread training (much of the engine's per-layer work is serial;
     ``benchmarks/train_workers.py``). A fine-tuning run
-    starts once its parent is done; among ready runs, the longest chain goes first. A run
-    that fails stops the others and is named; completed runs stay cached and an interrupted
-    one resumes from its last checkpoint next time.
+    starts once its parent is done; among ready runs, the longest chain goes first, and a
+    run's evaluations wait for its training and for every ready training (they fill the cores
+    a dependent chain leaves idle). A job that fails stops the others and is named; completed
+    runs and evaluations stay cached and an interrupted training resumes from its last
+    checkpoint next time.
     """
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
@@ -218,6 +256,16 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
             if not run.checkpoint.exists():
                 pending[run.key] = run
             run = run.parent
+    unknown = sorted(set(scorings or {}) - set(experiments))
+    if unknown:
+        raise ConfigError(f"evaluations asked of runs not being trained here: {unknown}")
+    todo: dict[str, tuple[Experiment, dict[Scoring, None]]] = {}
+    for name, cases in (scorings or {}).items():
+        run = experiments[name]
+        missing = todo.setdefault(run.key, (run, {}))[1]
+        missing.update(dict.fromkeys(case for case in ((str(d), r) for d, r in cases)
+                                     if not run.evaluation_cache(*case).exists()))
+    evaluations = {key: _Job(run, tuple(cases)) for key, (run, cases) in todo.items() if cases}
     children: dict[str, list[Experiment]] = {}
     for run in pending.values():
         if run.parent is not None:
@@ -225,31 +273,40 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
     cost = {key: _chain_cost(run, children) for key, run in pending.items()}
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
     context = multiprocessing.get_context("spawn")
-    running: dict[int, tuple[multiprocessing.process.BaseProcess, Experiment, float]] = {}
+    running: dict[int, tuple[multiprocessing.process.BaseProcess, _Job, float]] = {}
     total, started = len(pending), 0
     try:
-        while pending or running:
-            waiting = set(pending) | {run.key for _, run, _ in running.values()}
+        while pending or evaluations or running:
+            waiting = set(pending) | {job.run.key for _, job, _ in running.values()
+                                      if not job.cases}
             ready = [run for run in pending.values()
                      if run.parent is None or run.parent.key not in waiting]
             ready.sort(key=lambda run: cost[run.key], reverse=True)
-            for run in ready[: workers - len(running)]:
-                del pending[run.key]
-                started += 1
-                report(f"[train] {names[run.key]}: started ({started} of {total}; {workers} "
-                       f"at a time, {threads} thread(s) each)")
-                process = context.Process(target=_train_in_worker, args=(run, threads),
-                                          name=f"train {names[run.key]}")
+            jobs = [_Job(run) for run in ready]
+            jobs += [job for key, job in evaluations.items() if key not in waiting]
+            for job in jobs[: workers - len(running)]:
+                name = names[job.run.key]
+                if job.cases:
+                    del evaluations[job.run.key]
+                    report(f"[evaluate] {name}: started ({len(job.cases)} held-out set(s))")
+                else:
+                    del pending[job.run.key]
+                    started += 1
+                    report(f"[train] {name}: started ({started} of {total}; {workers} at a "
+                           f"time, {threads} thread(s) each)")
+                process = job.process(context, threads, name)
                 process.start()
-                running[process.sentinel] = (process, run, time.perf_counter())
+                running[process.sentinel] = (process, job, time.perf_counter())
             for sentinel in multiprocessing.connection.wait(list(running)):
-                process, run, start = running.pop(sentinel)
+                process, job, start = running.pop(sentinel)
                 process.join()
+                what = "evaluating" if job.cases else "training"
                 if process.exitcode != 0:
-                    raise AnalysisError(f"training {names[run.key]} ({run.folder}) failed "
-                                        f"with exit code {process.exitcode}; its error is "
-                                        f"printed above")
-                report(f"[train] {names[run.key]}: done in {time.perf_counter() - start:.0f} s")
+                    raise AnalysisError(f"{what} {names[job.run.key]} ({job.run.folder}) "
+                                        f"failed with exit code {process.exitcode}; its error "
+                                        f"is printed above")
+                report(f"[{'evaluate' if job.cases else 'train'}] {names[job.run.key]}: done "
+                       f"in {time.perf_counter() - start:.0f} s")
     finally:
         for process, _, _ in running.values():
             process.terminate()

@@ -112,15 +112,23 @@ def _execute(source: Path, target: Path, profile: Profile) -> None:
 
 def train_runs(profile: Profile) -> None:
     """Train the profile's runs before its chapters as its :class:`~analysis_lib.study.Training`
-    says (see :func:`~analysis_lib.experiments.train_all`); the chapters then find them
-    cached. With one worker every chapter trains its runs when it first needs them."""
+    says (see :func:`~analysis_lib.experiments.train_all`), and evaluate them on the held-out
+    sets the chapters' ``scorings`` list; the chapters then find both cached. With one worker
+    every chapter trains and evaluates its runs when it first needs them."""
     workers, alone = profile.training.workers, profile.training.alone
     if workers == 1:
         return
     manifest = load_manifest(profile.manifest_path)
     runs = profile_runs(profile.runs, manifest.path_of, data_sha256=manifest.sha256_of)
     start = time.perf_counter()
-    train_all({name: run for name, run in runs.items() if name not in alone}, workers)
+    scorings: dict[str, list[tuple[Path, bool]]] = {}
+    for params in profile.notebooks.values():
+        for scoring in getattr(params, "scorings", tuple)():
+            if scoring.run not in alone:
+                scorings.setdefault(scoring.run, []).append(
+                    (manifest.path_of(scoring.test_set), scoring.relabeled))
+    train_all({name: run for name, run in runs.items() if name not in alone}, workers,
+              scorings=scorings)
     print(f"[reproduce] training: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 

@@ -15,6 +15,7 @@ from analysis_lib.chapter_params import Table2Column
 from analysis_lib.errors import AnalysisError, ConfigError, TrainingError
 from analysis_lib.experiments import Experiment, code_version, profile_runs, train_all
 from analysis_lib.files import file_sha256
+from analysis_lib.inference import evaluate
 from analysis_lib.metrics import Evaluation
 from analysis_lib.profile import ModelSpec, measure, measure_cases, measure_table2
 from analysis_lib.train_config import RunSpec, TrainConfig
@@ -214,6 +215,28 @@ def test_train_all_trains_parents_first_side_by_side(tiny_sample, tmp_path):
     lines.clear()
     train_all(runs, workers=2, report=lines.append)  # all cached: nothing to do
     assert lines == [] and stamps == {n: r.checkpoint.stat().st_mtime_ns for n, r in runs.items()}
+
+
+def test_train_all_evaluates_after_training_and_caches(tiny_sample, tmp_path):
+    common = {"data": "tiny", "depth": 3, "filters": 4, "batch_size": 2, "iterations": 2}
+    runs = profile_runs(_specs({"base": common, "tuned": {**common, "init": "base"}}),
+                        lambda name: tiny_sample, root=tmp_path)
+    scorings = {"base": [(tiny_sample, False), (tiny_sample, True), (tiny_sample, False)]}
+    lines: list[str] = []
+    train_all(runs, workers=2, report=lines.append, scorings=scorings)
+    assert "[evaluate] base: started (2 held-out set(s))" in lines  # the repeat dropped
+    assert lines.index("[evaluate] base: started (2 held-out set(s))") > next(
+        i for i, line in enumerate(lines) if line.startswith("[train] base: done"))
+    for relabeled in (False, True):  # the chapters' call reads the cache the worker wrote
+        cache = runs["base"].evaluation_cache(tiny_sample, relabeled)
+        assert cache.exists()
+        direct = evaluate(runs["base"].checkpoint, tiny_sample, relabeled=relabeled)
+        assert runs["base"].evaluation(tiny_sample, relabeled) == direct
+    lines.clear()
+    train_all(runs, workers=2, report=lines.append, scorings=scorings)
+    assert lines == []
+    with pytest.raises(ConfigError, match=r"runs not being trained here: \['other'\]"):
+        train_all(runs, workers=2, scorings={"other": [(tiny_sample, False)]})
 
 
 def test_train_all_names_the_failing_run(tmp_path):

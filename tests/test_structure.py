@@ -12,6 +12,8 @@ import tomllib
 import yaml
 
 from analysis_lib import paper
+from analysis_lib.chapter_params import Relabeling
+from analysis_lib.data.manifest import load_manifest
 from analysis_lib.errors import ConfigError
 from analysis_lib.plan import plan_runs, print_plan, step_seconds
 from analysis_lib.reproduce import execution_order, notebook_order, train_runs
@@ -251,6 +253,25 @@ def test_bad_chapter_parameters_are_config_errors(tmp_path, michel, message):
         {"shared": {"runs": {"a": {"data": "sim3d_64_ci"}}}, "notebooks": {"michel": michel}}))
     with pytest.raises(ConfigError, match=message):
         load_profile("ci", book=tmp_path)
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_chapters_scorings_name_the_profiles_runs_and_sets(name):
+    profile = load_profile(name)
+    sets = set(load_manifest(profile.manifest_path).names())
+    scorings = [s for p in profile.notebooks.values() for s in getattr(p, "scorings", tuple)()]
+    assert {s.run for s in scorings} <= set(profile.runs)
+    assert {s.test_set for s in scorings} <= sets
+    relabeling = profile.notebooks["relabeling"]
+    assert sorted((s.run, s.relabeled) for s in relabeling.scorings()) == sorted(
+        [(relabeling.table5_runs["regular"], False), (relabeling.table5_runs["regular"], True),
+         (relabeling.table5_runs["relabeled"], True),
+         (relabeling.table5_runs["relabeled + weights"], True)])
+
+
+def test_table5_runs_name_each_flavour():
+    with pytest.raises(ConfigError, match=r"table5_runs: expected a run for each of"):
+        Relabeling({"regular": "a", "relabeled": "b"}, "test")
 
 
 def test_ci_profile_trains_side_by_side_except_the_timed_runs():
