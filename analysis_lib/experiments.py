@@ -22,6 +22,7 @@ from analysis_lib.errors import AnalysisError, ConfigError, TrainingError
 from analysis_lib.files import file_sha256, write_text
 from analysis_lib.inference import evaluate
 from analysis_lib.metrics import Evaluation
+from analysis_lib.processes import preloaded_context
 from analysis_lib.study import ROOT
 from analysis_lib.train import read_log, train
 from analysis_lib.train_config import RunSpec, TrainConfig
@@ -235,7 +236,8 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
     then evaluate the runs ``scorings`` names on its cases (cached as
     :meth:`Experiment.evaluation` caches them, so the chapters read them).
 
-    Each worker is a fresh process with an equal share of the CPU cores as torch threads: on
+    Each worker is a fresh process (forked from a server that has imported torch) with an
+    equal share of the CPU cores as torch threads: on
     2 cores two one-thread trainings side by side do 1.5-1.7x the steps per second of one
     two-thread training (much of the engine's per-layer work is serial;
     ``benchmarks/train_workers.py``). A fine-tuning run
@@ -272,7 +274,7 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
             children.setdefault(run.parent.key, []).append(run)
     cost = {key: _chain_cost(run, children) for key, run in pending.items()}
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
-    context = multiprocessing.get_context("spawn")
+    context = preloaded_context(__name__)
     running: dict[int, tuple[multiprocessing.process.BaseProcess, _Job, float]] = {}
     total, started = len(pending), 0
     try:

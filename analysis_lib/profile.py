@@ -10,7 +10,6 @@ the batch in memory). Wall time is the median of the repeats.
 """
 
 import dataclasses
-import multiprocessing as mp
 import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,6 +26,7 @@ from analysis_lib.chapter_params import Table2Column
 from analysis_lib.errors import AnalysisError, ConfigError
 from analysis_lib.metrics import Evaluation
 from analysis_lib.models import UResNet
+from analysis_lib.processes import preloaded_context
 
 MODES = ("inference", "train")
 GB = 1024**3
@@ -141,14 +141,6 @@ def _child(queue, spec, batch, mode, device, repeats, warmup) -> None:
         queue.put({"out_of_memory": True})
 
 
-def _measuring_context() -> mp.context.BaseContext:
-    """A fork server that has imported torch and this module: each measurement still runs in
-    a fresh process, without paying the 2 s of imports a spawned one does."""
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    return ctx
-
-
 def measure(spec: ModelSpec, batch: Batch, mode: str = "inference", device: str = "cpu",
             repeats: int = 3, warmup: int = 1) -> Measurement:
     """Memory and median wall time of ``mode`` on ``batch``, measured in a fresh child
@@ -161,7 +153,7 @@ def measure(spec: ModelSpec, batch: Batch, mode: str = "inference", device: str 
     """
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r}; choose one of {MODES}")
-    ctx = _measuring_context()
+    ctx = preloaded_context(__name__)  # each measurement in a fresh process
     queue = ctx.Queue()
     child = ctx.Process(target=_child, args=(queue, spec, batch, mode, device, repeats, warmup))
     child.start()
