@@ -150,6 +150,12 @@ class Findings:
     """The findings page reads the other chapters' recorded results; it takes no parameters."""
 
 
+def scorings(params: object) -> tuple[Scoring, ...]:
+    """The evaluations a chapter's parameters list (none for a chapter that reads none)."""
+    listed = getattr(params, "scorings", None)
+    return listed() if listed is not None else ()
+
+
 #: Each notebook's parameter type, by notebook name.
 CHAPTERS: dict[str, type] = {
     "dataset": Dataset, "simulator_validation": SimulatorValidation,

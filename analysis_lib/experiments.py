@@ -186,7 +186,7 @@ def profile_runs(specs: Mapping[str, RunSpec], data_path: Callable[[str], Path],
 
 
 #: One held-out evaluation: a data file and whether its labels are relabeled.
-Scoring = tuple[str | os.PathLike, bool]
+EvaluationCase = tuple[str | os.PathLike, bool]
 
 
 def _train_in_worker(experiment: Experiment, threads: int) -> None:
@@ -197,7 +197,7 @@ def _train_in_worker(experiment: Experiment, threads: int) -> None:
     experiment.run(progress=False)
 
 
-def _evaluate_in_worker(experiment: Experiment, threads: int, cases: list[Scoring]) -> None:
+def _evaluate_in_worker(experiment: Experiment, threads: int, cases: list[EvaluationCase]) -> None:
     """Evaluate one trained run on each case in a worker process (results cached)."""
     import torch
 
@@ -219,19 +219,24 @@ class _Job:
     """One worker's job: train ``run``, or (``cases`` given) evaluate it on them."""
 
     run: Experiment
-    cases: tuple[Scoring, ...] = ()
+    cases: tuple[EvaluationCase, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """``evaluate`` or ``train``: the tag of the job's report lines."""
+        return "evaluate" if self.cases else "train"
 
     def process(self, context, threads: int, name: str) -> multiprocessing.process.BaseProcess:
         if self.cases:
-            return context.Process(target=_evaluate_in_worker, name=f"evaluate {name}",
-                                   args=(self.run, threads, list(self.cases)))
-        return context.Process(target=_train_in_worker, args=(self.run, threads),
-                               name=f"train {name}")
+            target, args = _evaluate_in_worker, (self.run, threads, list(self.cases))
+        else:
+            target, args = _train_in_worker, (self.run, threads)
+        return context.Process(target=target, args=args, name=f"{self.kind} {name}")
 
 
 def train_all(experiments: Mapping[str, Experiment], workers: int,
               report: Callable[[str], None] = print,
-              scorings: Mapping[str, list[Scoring]] | None = None) -> None:
+              scorings: Mapping[str, list[EvaluationCase]] | None = None) -> None:
     """Train every incomplete run of ``experiments`` (name -> run), ``workers`` at a time,
     then evaluate the runs ``scorings`` names on its cases (cached as
     :meth:`Experiment.evaluation` caches them, so the chapters read them).
@@ -261,7 +266,7 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
     unknown = sorted(set(scorings or {}) - set(experiments))
     if unknown:
         raise ConfigError(f"evaluations asked of runs not being trained here: {unknown}")
-    todo: dict[str, tuple[Experiment, dict[Scoring, None]]] = {}
+    todo: dict[str, tuple[Experiment, dict[EvaluationCase, None]]] = {}
     for name, cases in (scorings or {}).items():
         run = experiments[name]
         missing = todo.setdefault(run.key, (run, {}))[1]
@@ -302,13 +307,13 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
             for sentinel in multiprocessing.connection.wait(list(running)):
                 process, job, start = running.pop(sentinel)
                 process.join()
-                what = "evaluating" if job.cases else "training"
                 if process.exitcode != 0:
+                    what = "evaluating" if job.cases else "training"
                     raise AnalysisError(f"{what} {names[job.run.key]} ({job.run.folder}) "
                                         f"failed with exit code {process.exitcode}; its error "
                                         f"is printed above")
-                report(f"[{'evaluate' if job.cases else 'train'}] {names[job.run.key]}: done "
-                       f"in {time.perf_counter() - start:.0f} s")
+                report(f"[{job.kind}] {names[job.run.key]}: done in "
+                       f"{time.perf_counter() - start:.0f} s")
     finally:
         for process, _, _ in running.values():
             process.terminate()

@@ -18,6 +18,7 @@ import papermill
 import yaml
 from nbclient.exceptions import DeadKernelError
 
+from analysis_lib.chapter_params import scorings as scorings_of
 from analysis_lib.data.manifest import SimulatedSet, load_manifest, make_missing
 from analysis_lib.errors import AnalysisError, DataError
 from analysis_lib.experiments import profile_runs, train_all
@@ -123,7 +124,7 @@ def train_runs(profile: Profile) -> None:
     start = time.perf_counter()
     scorings: dict[str, list[tuple[Path, bool]]] = {}
     for params in profile.notebooks.values():
-        for scoring in getattr(params, "scorings", tuple)():
+        for scoring in scorings_of(params):
             if scoring.run not in alone:
                 scorings.setdefault(scoring.run, []).append(
                     (manifest.path_of(scoring.test_set), scoring.relabeled))

@@ -12,7 +12,7 @@ import tomllib
 import yaml
 
 from analysis_lib import paper
-from analysis_lib.chapter_params import Relabeling
+from analysis_lib.chapter_params import Relabeling, scorings
 from analysis_lib.data.manifest import load_manifest
 from analysis_lib.errors import ConfigError
 from analysis_lib.plan import plan_runs, print_plan, step_seconds
@@ -259,9 +259,9 @@ def test_bad_chapter_parameters_are_config_errors(tmp_path, michel, message):
 def test_chapters_scorings_name_the_profiles_runs_and_sets(name):
     profile = load_profile(name)
     sets = set(load_manifest(profile.manifest_path).names())
-    scorings = [s for p in profile.notebooks.values() for s in getattr(p, "scorings", tuple)()]
-    assert {s.run for s in scorings} <= set(profile.runs)
-    assert {s.test_set for s in scorings} <= sets
+    listed = [s for params in profile.notebooks.values() for s in scorings(params)]
+    assert {s.run for s in listed} <= set(profile.runs)
+    assert {s.test_set for s in listed} <= sets
     relabeling = profile.notebooks["relabeling"]
     assert sorted((s.run, s.relabeled) for s in relabeling.scorings()) == sorted(
         [(relabeling.table5_runs["regular"], False), (relabeling.table5_runs["regular"], True),
