@@ -21,6 +21,8 @@ from analysis_lib.sparse import (
     to_dense,
     transposed_conv,
 )
+from analysis_lib.sparse import kmap as kmap_module
+from analysis_lib.sparse.kmap import site_keys
 
 # "subm3" and "subm5" gather their im2col matrix in one block on these small cases;
 # "_blocked" forces blocks of a few rows (and a shorter last one), as large tensors take.
@@ -287,6 +289,29 @@ def test_neighbour_pairs_match_brute_force(case: Case) -> None:
                 pairs.append((i, j))
         expected.append(sorted(pairs))
     assert found == expected
+
+
+@pytest.mark.parametrize(("dim", "kernel_size", "density"),
+                         [(2, 3, 0.3), (3, 3, 0.05), (3, 3, 0.7), (3, 5, 0.3)])
+def test_neighbour_search_paths_agree(dim: int, kernel_size: int, density: float) -> None:
+    """The CPU's merge and the searchsorted search that other devices take (run here on the
+    CPU) give the same map, on thousands of unsorted sites in three batch entries."""
+    gen = torch.Generator().manual_seed(dim * 10 + kernel_size)
+    coords = (torch.rand(3, *([80 if dim == 2 else 30] * dim), generator=gen) < density)
+    coords = coords.nonzero()
+    coords = coords[torch.randperm(coords.shape[0], generator=gen)]
+    cache = SparseTensor(coords, torch.zeros(len(coords), 1)).cache
+    sites, kmap = cache.sites(1), cache.neighbour_map(1, kernel_size)
+    offsets = kernel_offsets(kernel_size, dim)
+    n, n_off, pad = len(coords), offsets.shape[0], kernel_size // 2
+    columns = torch.full((n, n_off), n)
+    columns[:, n_off // 2] = torch.arange(n)
+    keys = site_keys(sites.sorted_coords(), sites.extent, pad)
+    strides = torch.tensor(kmap_module._key_strides(sites.extent, pad))
+    counts = kmap_module._search_neighbours(keys, offsets, strides, kernel_size, columns)
+    assert n > 2048
+    assert torch.equal(columns, kmap.columns)
+    assert counts.tolist() == list(kmap.counts[: n_off // 2])
 
 
 @given(case=cases(dim=2))

@@ -1,16 +1,19 @@
 """Neighbour search: site keys, kernel offsets and the kernel maps of each op.
 
 Every function here is pure: it takes coordinates (or a :class:`SiteSet`) and returns a
-small frozen dataclass of index tensors.  The search is device-agnostic torch code: sites
-are encoded as int64 keys, sorted once, and neighbours are found with
-``torch.searchsorted``, so the same code runs on CPU and CUDA.
+small frozen dataclass of index tensors.  Sites are encoded as int64 keys and sorted once.
+On the CPU the neighbours of each offset come from one linear merge of the sorted keys with
+the same keys shifted by the offset (compiled with numba); on other devices from
+``torch.searchsorted``.  Both give the same map.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from numba import njit
 from torch import Tensor
 
 from analysis_lib.errors import ConfigError, EngineError
@@ -218,6 +221,57 @@ class NeighbourMap:
         return self.order[in_idx], self.order[out_idx]
 
 
+@njit(cache=True)
+def _merge_neighbours(keys, deltas, columns, counts):
+    """Fill the first-half offsets of ``columns`` (N, K) and their mirrors: ``keys`` sorted,
+    ``deltas`` the (negative) key shifts of offsets 0..K/2-1; ``counts[k]`` gets the pairs
+    of offset k.  The shifted keys are sorted too, so one pointer walks each offset."""
+    n = keys.shape[0]
+    last = columns.shape[1] - 1
+    for k in range(deltas.shape[0]):
+        i = 0
+        found = 0
+        for j in range(n):
+            target = keys[j] + deltas[k]
+            while i < n and keys[i] < target:
+                i += 1
+            if i < n and keys[i] == target:
+                columns[j, k] = i
+                columns[i, last - k] = j
+                found += 1
+        counts[k] = found
+
+
+def _search_neighbours(keys: Tensor, offsets: Tensor, strides: Tensor, kernel_size: int,
+                       columns: Tensor) -> Tensor:
+    """:func:`_merge_neighbours` with ``torch.searchsorted`` (any device); returns the counts.
+
+    The offsets come in runs of kernel_size along the last axis, whose keys are consecutive
+    integers: one binary search finds the first of a run, and the search position of each
+    next key moves by one where the previous one was found.
+    """
+    n, n_off = columns.shape
+    centre = n_off // 2
+    device = keys.device
+    groups = -(-centre // kernel_size)
+    deltas = (offsets[: groups * kernel_size : kernel_size] * strides).sum(dim=1)
+    first = keys.unsqueeze(0) + deltas.to(device).unsqueeze(1)
+    pos = torch.searchsorted(keys, first)
+    found_run, pos_run = [], []
+    for step in range(kernel_size):
+        at = pos.clamp(max=n - 1)
+        hit = keys[at] == first + step
+        found_run.append(hit)
+        pos_run.append(at)
+        pos = pos + hit
+    found = torch.stack(found_run, dim=1).view(-1, n)[:centre]
+    pos = torch.stack(pos_run, dim=1).view(-1, n)[:centre]
+    columns[:, :centre] = torch.where(found, pos, n).t()
+    k_idx, j_idx = found.nonzero(as_tuple=True)
+    columns[pos[k_idx, j_idx], n_off - 1 - k_idx] = j_idx
+    return found.sum(dim=1).cpu().numpy()
+
+
 def build_neighbour_map(sites: SiteSet, kernel_size: int) -> NeighbourMap:
     """Find the neighbours of every site within an odd cubic kernel.
 
@@ -244,27 +298,13 @@ def build_neighbour_map(sites: SiteSet, kernel_size: int) -> NeighbourMap:
         pad = kernel_size // 2
         keys = site_keys(sites.sorted_coords(), sites.extent, pad)
         strides = torch.tensor(_key_strides(sites.extent, pad), dtype=torch.int64)
-        # The offsets come in runs of kernel_size along the last axis, whose keys are
-        # consecutive integers: one binary search finds the first of a run, and the
-        # search position of each next key moves by one where the previous one was found.
-        groups = -(-centre // kernel_size)
-        deltas = (offsets[: groups * kernel_size : kernel_size] * strides).sum(dim=1)
-        first = keys.unsqueeze(0) + deltas.to(device).unsqueeze(1)
-        pos = torch.searchsorted(keys, first)
-        found_run, pos_run = [], []
-        for step in range(kernel_size):
-            at = pos.clamp(max=n - 1)
-            hit = keys[at] == first + step
-            found_run.append(hit)
-            pos_run.append(at)
-            pos = pos + hit
-        found = torch.stack(found_run, dim=1).view(-1, n)[:centre]
-        pos = torch.stack(pos_run, dim=1).view(-1, n)[:centre]
-        columns[:, :centre] = torch.where(found, pos, n).t()
-        k_idx, j_idx = found.nonzero(as_tuple=True)
-        columns[pos[k_idx, j_idx], n_off - 1 - k_idx] = j_idx
-        half = found.sum(dim=1).tolist()
-        for k, c in enumerate(half):
+        if device.type == "cpu":
+            deltas = (offsets[:centre] * strides).sum(dim=1)
+            half = np.zeros(centre, dtype=np.int64)
+            _merge_neighbours(keys.numpy(), deltas.numpy(), columns.numpy(), half)
+        else:
+            half = _search_neighbours(keys, offsets, strides, kernel_size, columns)
+        for k, c in enumerate(half.tolist()):
             counts[k] = counts[n_off - 1 - k] = int(c)
     inverse = None
     if sites.order is not None:
