@@ -62,14 +62,11 @@ class _SubmanifoldConvFn(Function):
     """Submanifold convolution on a :class:`NeighbourMap`."""
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx: FunctionCtx, feats: Tensor, weight: Tensor, kmap: NeighbourMap) -> Tensor:
         f, w = _save_inputs(ctx, feats, weight, kmap, kmap.order)
-        with no_autocast(f):
-            return unsorted_rows(submanifold_forward(f, w, kmap), kmap.inverse)
+        return unsorted_rows(submanifold_forward(f, w, kmap), kmap.inverse)
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         f, w = ctx.saved_tensors
@@ -91,16 +88,13 @@ class _StridedConvFn(Function):
     """
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx: FunctionCtx, feats: Tensor, weight: Tensor, kmap: DownsampleMap) -> Tensor:
         f, w = _save_inputs(ctx, feats, weight, kmap)
         v, c_in, c_out = w.shape
-        with no_autocast(f):
-            slots = gather_slots(f, kmap.child)
-            return mm(slots.view(kmap.num_coarse, v * c_in), w.reshape(v * c_in, c_out))
+        slots = gather_slots(f, kmap.child)
+        return mm(slots.view(kmap.num_coarse, v * c_in), w.reshape(v * c_in, c_out))
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         f, w = ctx.saved_tensors
@@ -125,16 +119,13 @@ class _TransposedConvFn(Function):
     """
 
     @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx: FunctionCtx, feats: Tensor, weight: Tensor, kmap: DownsampleMap) -> Tensor:
         f, w = _save_inputs(ctx, feats, weight, kmap)
         v, c_in, c_out = w.shape
-        with no_autocast(f):
-            w_flat = w.permute(1, 0, 2).reshape(c_in, v * c_out)
-            return mm(f, w_flat).view(-1, c_out).index_select(0, kmap.slot)
+        w_flat = w.permute(1, 0, 2).reshape(c_in, v * c_out)
+        return mm(f, w_flat).view(-1, c_out).index_select(0, kmap.slot)
 
     @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         f, w = ctx.saved_tensors

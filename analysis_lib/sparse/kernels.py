@@ -9,7 +9,7 @@ so that oneDNN compiles a few kernels instead of one per event batch.
 from __future__ import annotations
 
 import threading
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import Tensor
@@ -37,8 +37,12 @@ def compute_dtype(feats: Tensor, weight: Tensor) -> torch.dtype:
 
 
 def no_autocast(t: Tensor) -> AbstractContextManager:
-    """Disable autocast inside a Function body; operands are already cast."""
-    return torch.autocast(device_type=t.device.type, enabled=False)
+    """Autocast off inside a backward pass, whose operands are already cast (a caller may run
+    it under autocast); nothing is made where autocast is off already."""
+    device_type = t.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return nullcontext()
+    return torch.autocast(device_type=device_type, enabled=False)
 
 
 def _fixed_shapes(t: Tensor) -> bool:
