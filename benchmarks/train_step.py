@@ -15,13 +15,17 @@ the working tree in ``--dtype``.  GFLOP/s count the convolutions only: ``2 * pai
 C_out`` per forward (pairs from the kernel maps' counts; a strided or transposed convolution
 has one pair per fine site, a linear layer one per site), three times that per step.
 
-    python benchmarks/train_step.py [--sizes 128 192 512] [--rounds 5] [--dtype bf16]
+Both children run ``--threads`` torch threads: 2 (this machine's cores) by default; 1 is how
+each of the ci build's two training workers runs.
+
+    python benchmarks/train_step.py [--sizes 128 192 512] [--rounds 5] [--dtype bf16] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -50,10 +54,12 @@ def _batches(path: str, n_batches: int):
                 for k in range(n_batches)]
 
 
-def _child(root: str, dtype: str, n_batches: int, samples: list[str]) -> None:
+def _child(root: str, dtype: str, threads: int, n_batches: int, samples: list[str]) -> None:
     """Serve steps on stdin/stdout: read "sample batch", answer that step's time."""
     sys.path.insert(0, root)
     import torch
+
+    torch.set_num_threads(threads)
 
     from analysis_lib import train
     from analysis_lib.models import UResNet
@@ -144,8 +150,10 @@ def _unpack(commit: str, folder: Path) -> Path:
 class _Engine:
     """A child process timing training steps with the engine under ``root``."""
 
-    def __init__(self, root: Path, dtype: str, n_batches: int, samples: list[str]) -> None:
+    def __init__(self, root: Path, dtype: str, threads: int, n_batches: int,
+                 samples: list[str]) -> None:
         cmd = [sys.executable, __file__, "--child", str(root), "--dtype", dtype,
+               "--threads", str(threads),
                "--batches", str(n_batches), *samples]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      text=True, cwd=root)
@@ -171,21 +179,23 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16",
                         help="autocast dtype of the working tree's engine (train.py: bf16 "
                              "when amp is on, its default)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="torch threads of each engine's process (default: the cores)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--batches", type=int, help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, args.dtype, args.batches, args.paths)
+        _child(args.child, args.dtype, args.threads, args.batches, args.paths)
         return
     sys.path.insert(0, str(REPO))
     n_batches = args.rounds * STEPS_PER_ROUND + WARMUP_STEPS
     samples = [_sample(size) for size in args.sizes]
     stats = [_conv_flops(path, n_batches) for path in samples]
     with tempfile.TemporaryDirectory() as tmp:
-        engines = {"base": _Engine(_unpack(args.baseline_commit, Path(tmp)), "fp32", n_batches,
-                                   samples),
-                   "new": _Engine(REPO, args.dtype, n_batches, samples)}
+        base = _unpack(args.baseline_commit, Path(tmp))
+        engines = {"base": _Engine(base, "fp32", args.threads, n_batches, samples),
+                   "new": _Engine(REPO, args.dtype, args.threads, n_batches, samples)}
         times = {(name, i): [] for name in engines for i in range(len(samples))}
         for r in range(args.rounds):
             for i in range(len(samples)):
@@ -197,7 +207,7 @@ def main() -> None:
     timed = args.rounds * STEPS_PER_ROUND
     print(f"training step, ms: mean / median over the same {timed} distinct batches "
           f"(interleaved, {STEPS_PER_ROUND} steps a turn); base: {args.baseline_commit} fp32, "
-          f"new: working tree {args.dtype}")
+          f"new: working tree {args.dtype}; {args.threads} thread(s) each")
     print(f"{'size':>5} {'voxels':>7} {'GFLOP':>6} {'base mean':>10} {'base med':>9} "
           f"{'new mean':>9} {'new med':>8} {'speedup':>8} {'base GF/s':>10} {'new GF/s':>9}")
     for i, size in enumerate(args.sizes):
