@@ -49,6 +49,10 @@ def _batches(path: str, n_batches: int):
     from analysis_lib.data import open_dataset
 
     with open_dataset(path, truth=False) as events:
+        if N_EVENTS * n_batches > len(events):
+            raise SystemExit(f"{path} has {len(events)} events, fewer than the "
+                             f"{N_EVENTS * n_batches} that {n_batches} distinct batches take: "
+                             f"ask for fewer --rounds")
         size = int(events.meta.size_px[0])
         return [collate([events[N_EVENTS * k + i] for i in range(N_EVENTS)], size)
                 for k in range(n_batches)]
