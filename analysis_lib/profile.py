@@ -27,6 +27,7 @@ from analysis_lib.errors import AnalysisError, ConfigError
 from analysis_lib.metrics import Evaluation
 from analysis_lib.models import UResNet
 from analysis_lib.processes import preloaded_context
+from analysis_lib.sparse import kmap
 
 MODES = ("inference", "train")
 GB = 1024**3
@@ -134,6 +135,7 @@ def _child(queue, spec, batch, mode, device, repeats, warmup) -> None:
     """Measure in this (child) process and report the result, or that memory ran out. On the
     CPU without warm-up: a warm-up would set the peak before the baseline."""
     torch.set_num_threads(torch.get_num_threads())
+    kmap.load_compiled()  # the engine's compiled code is the program's memory, not the network's
     try:
         warm = warmup if device.startswith("cuda") else 0
         queue.put(asdict(_measure_here(spec, batch, mode, device, repeats, warm)))

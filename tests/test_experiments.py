@@ -88,6 +88,15 @@ def test_measure_reports_time_and_memory_on_cpu(tiny_sample, mode):
     assert once.wall_s_all == (once.wall_s_median,)
 
 
+def test_measured_memory_leaves_out_the_engines_compiled_code(tiny_sample):
+    """A small sparse inference needs a few MB; loading the kernel-map merge (numba) takes
+    about 80 MB, which the measurement must not count as the network's."""
+    batch = first_events(str(tiny_sample), 3)
+    assert len(batch.coords) > 100  # enough sites to search for neighbours
+    result = measure(ModelSpec(3, 3, 4, "sparse"), batch, "inference", "cpu", repeats=1)
+    assert result.memory_delta_bytes < 40 * 2**20
+
+
 def test_scan_gives_a_row_per_case_with_its_labels(tiny_sample):
     batch = first_events(str(tiny_sample), 1)
     cases = ((({"filters": f, "mode": mode}), ModelSpec(3, 3, f, "sparse"), batch, mode)

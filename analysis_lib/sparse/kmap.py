@@ -242,6 +242,14 @@ def _merge_neighbours(keys, deltas, columns, counts):
         counts[k] = found
 
 
+def load_compiled() -> None:
+    """Load (or compile) the CPU merge of :func:`build_neighbour_map` now. Its machine code
+    and numba's compiler take about 80 MB on first use; a process that measures a network's
+    memory loads them before its baseline, as it has loaded torch's libraries."""
+    _merge_neighbours(np.zeros(2, dtype=np.int64), np.zeros(1, dtype=np.int64),
+                      np.zeros((2, 3), dtype=np.int64), np.zeros(1, dtype=np.int64))
+
+
 def _search_neighbours(keys: Tensor, offsets: Tensor, strides: Tensor, kernel_size: int,
                        columns: Tensor) -> Tensor:
     """:func:`_merge_neighbours` with ``torch.searchsorted`` (any device); returns the counts.
