@@ -22,7 +22,6 @@ from analysis_lib.sparse import (
     transposed_conv,
 )
 from analysis_lib.sparse import kmap as kmap_module
-from analysis_lib.sparse.kmap import site_keys
 
 # "subm3" and "subm5" gather their im2col matrix in one block on these small cases;
 # "_blocked" forces blocks of a few rows (and a shorter last one), as large tensors take.
@@ -300,18 +299,13 @@ def test_neighbour_search_paths_agree(dim: int, kernel_size: int, density: float
     coords = (torch.rand(3, *([80 if dim == 2 else 30] * dim), generator=gen) < density)
     coords = coords.nonzero()
     coords = coords[torch.randperm(coords.shape[0], generator=gen)]
-    cache = SparseTensor(coords, torch.zeros(len(coords), 1)).cache
-    sites, kmap = cache.sites(1), cache.neighbour_map(1, kernel_size)
-    offsets = kernel_offsets(kernel_size, dim)
-    n, n_off, pad = len(coords), offsets.shape[0], kernel_size // 2
-    columns = torch.full((n, n_off), n)
-    columns[:, n_off // 2] = torch.arange(n)
-    keys = site_keys(sites.sorted_coords(), sites.extent, pad)
-    strides = torch.tensor(kmap_module._key_strides(sites.extent, pad))
-    counts = kmap_module._search_neighbours(keys, offsets, strides, kernel_size, columns)
-    assert n > 2048
-    assert torch.equal(columns, kmap.columns)
-    assert counts.tolist() == list(kmap.counts[: n_off // 2])
+    merged = SparseTensor(coords, torch.zeros(len(coords), 1)).cache.neighbour_map(1, kernel_size)
+    with mock.patch.object(kmap_module, "_neighbours_by_merge", kmap_module._neighbours_by_search):
+        searched = SparseTensor(coords, torch.zeros(len(coords), 1)).cache.neighbour_map(
+            1, kernel_size)
+    assert len(coords) > 2048
+    assert torch.equal(searched.columns, merged.columns)
+    assert searched.counts == merged.counts
 
 
 @given(case=cases(dim=2))

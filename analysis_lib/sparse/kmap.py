@@ -250,9 +250,19 @@ def load_compiled() -> None:
                       np.zeros((2, 3), dtype=np.int64), np.zeros(1, dtype=np.int64))
 
 
-def _search_neighbours(keys: Tensor, offsets: Tensor, strides: Tensor, kernel_size: int,
-                       columns: Tensor) -> Tensor:
-    """:func:`_merge_neighbours` with ``torch.searchsorted`` (any device); returns the counts.
+def _neighbours_by_merge(keys: Tensor, offsets: Tensor, strides: Tensor, kernel_size: int,
+                         columns: Tensor) -> np.ndarray:
+    """Fill ``columns`` (CPU) with :func:`_merge_neighbours`; returns the first half's counts."""
+    centre = columns.shape[1] // 2
+    deltas = (offsets[:centre] * strides).sum(dim=1)
+    counts = np.zeros(centre, dtype=np.int64)
+    _merge_neighbours(keys.numpy(), deltas.numpy(), columns.numpy(), counts)
+    return counts
+
+
+def _neighbours_by_search(keys: Tensor, offsets: Tensor, strides: Tensor, kernel_size: int,
+                          columns: Tensor) -> np.ndarray:
+    """:func:`_neighbours_by_merge` with ``torch.searchsorted`` (any device).
 
     The offsets come in runs of kernel_size along the last axis, whose keys are consecutive
     integers: one binary search finds the first of a run, and the search position of each
@@ -306,12 +316,8 @@ def build_neighbour_map(sites: SiteSet, kernel_size: int) -> NeighbourMap:
         pad = kernel_size // 2
         keys = site_keys(sites.sorted_coords(), sites.extent, pad)
         strides = torch.tensor(_key_strides(sites.extent, pad), dtype=torch.int64)
-        if device.type == "cpu":
-            deltas = (offsets[:centre] * strides).sum(dim=1)
-            half = np.zeros(centre, dtype=np.int64)
-            _merge_neighbours(keys.numpy(), deltas.numpy(), columns.numpy(), half)
-        else:
-            half = _search_neighbours(keys, offsets, strides, kernel_size, columns)
+        search = _neighbours_by_merge if device.type == "cpu" else _neighbours_by_search
+        half = search(keys, offsets, strides, kernel_size, columns)
         for k, c in enumerate(half.tolist()):
             counts[k] = counts[n_off - 1 - k] = int(c)
     inverse = None
