@@ -24,7 +24,7 @@ from analysis_lib.inference import evaluate
 from analysis_lib.metrics import Evaluation
 from analysis_lib.processes import preloaded_context
 from analysis_lib.study import ROOT
-from analysis_lib.train import read_log, train
+from analysis_lib.train import bf16_autocast, default_device, read_log, train
 from analysis_lib.train_config import RunSpec, TrainConfig
 
 #: The modules whose source decides what a training run computes: the network, the engine,
@@ -74,12 +74,14 @@ class Experiment:
 
     @cached_property
     def key(self) -> str:
-        """The run's hash: config (paths replaced by their files' sha256), code version;
-        computed once per object (the files are not expected to change under a session)."""
+        """The run's hash: config (paths replaced by their files' sha256, ``amp`` by whether
+        this machine trains it in bf16), code version; computed once per object (the files
+        are not expected to change under a session)."""
         init = (self.parent.key if self.parent is not None
                 else None if self.config.init is None else file_sha256(self.config.init))
         data = self.data_sha256 or file_sha256(self.config.data)
-        fields = {**dataclasses.asdict(self.config), "data": data, "init": init}
+        fields = {**dataclasses.asdict(self.config), "data": data, "init": init,
+                  "amp": bf16_autocast(self.config.amp, default_device())}
         blob = json.dumps({"config": fields, "code": code_version()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

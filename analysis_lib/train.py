@@ -73,6 +73,16 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
+def bf16_autocast(requested: bool, device: torch.device) -> bool:
+    """Whether a training asking for bf16 autocast gets it on ``device``: always on a GPU; on a
+    CPU only where it multiplies bf16 natively (AVX-512 BF16 or AMX). Elsewhere oneDNN emulates
+    bf16 matmuls far below fp32 speed (an AVX2 EPYC: 2.3 GFLOP/s against 45 in fp32 at the
+    network's shapes, a training step 10x slower), so those CPUs train in fp32."""
+    if not requested or device.type != "cpu":
+        return requested
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def peak_memory_bytes(device: torch.device) -> int:
     """Peak GPU memory allocated (CUDA) or peak resident set size of this process (CPU)."""
     if device.type == "cuda":
@@ -184,7 +194,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, worker
     symmetries = grid_symmetries(cfg.dim) if cfg.augment else 1
     schedule = BatchSchedule(len(dataset), cfg.batch_size, cfg.seed, start, cfg.iterations, rank,
                              world, weights, symmetries)
-    use_amp = cfg.amp  # bf16 autocast, on the CPU too: a 128 px step 1.2x faster than fp32
+    use_amp = bf16_autocast(cfg.amp, device)  # on an AVX-512 BF16 CPU a 128 px step 1.2x faster
     probe = None
     if cfg.probe_event is not None:
         probe = collate([dataset[cfg.probe_event]], dataset.spatial_size).to(device)

@@ -39,6 +39,18 @@ def test_run_is_cached_and_keyed_by_config(tiny_sample, tmp_path):
     assert len(list(run.folder.glob("eval_*.json"))) == 1
 
 
+def test_key_says_whether_this_machine_trains_the_run_in_bf16(tiny_sample, tmp_path, monkeypatch):
+    cfg = TrainConfig(data=str(tiny_sample), depth=3, filters=4)
+    keys = {}
+    for native in (False, True):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        keys[native] = Experiment(cfg, root=tmp_path).key
+    assert keys[False] != keys[True]
+    assert keys[False] == Experiment(dataclasses.replace(cfg, amp=False), root=tmp_path).key
+
+
 def test_key_takes_the_recorded_data_hash_instead_of_hashing_the_file(tiny_sample, tmp_path):
     cfg = TrainConfig(data=str(tiny_sample), depth=3, filters=4)
     hashed = Experiment(cfg, root=tmp_path)

@@ -20,7 +20,7 @@ from analysis_lib.cli import main
 from analysis_lib.data import open_dataset
 from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import ConfigError
-from analysis_lib.train import event_loss, read_log, train
+from analysis_lib.train import bf16_autocast, event_loss, read_log, train
 from analysis_lib.train_config import TrainConfig
 
 
@@ -31,6 +31,17 @@ def test_event_loss_is_the_mean_over_events_of_the_mean_over_voxels():
     ce = -torch.log_softmax(logits, 1)[torch.arange(4), labels]
     expected = ((ce[0] + ce[1] + ce[2]) / 3 + ce[3]) / 2
     assert event_loss(logits, labels, batch, 2).item() == pytest.approx(expected.item())
+
+
+@pytest.mark.parametrize("avx512_bf16, amx", [(False, False), (True, False), (False, True)])
+def test_bf16_autocast_on_the_cpu_only_where_it_multiplies_bf16_natively(monkeypatch, avx512_bf16,
+                                                                         amx):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert bf16_autocast(True, torch.device("cpu")) is (avx512_bf16 or amx)
+    assert bf16_autocast(False, torch.device("cpu")) is False
+    assert bf16_autocast(True, torch.device("cuda", 0)) is True
+    assert bf16_autocast(False, torch.device("cuda", 0)) is False
 
 
 def test_class_weights_give_each_present_class_equal_weight():
