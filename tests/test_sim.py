@@ -1,6 +1,9 @@
 """Simulator: determinism, bookkeeping, voxelization and physics spot checks."""
 
 import hashlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -31,6 +34,22 @@ def test_same_seed_gives_identical_file_whatever_the_workers(tmp_path):
     one = simulate(tmp_path / "a.h5", 6, 64, seed=5, workers=1, progress=False)
     two = simulate(tmp_path / "b.h5", 6, 64, seed=5, workers=2, progress=False)
     assert _sha256(one) == _sha256(two)
+
+
+def test_same_seed_gives_identical_file_on_a_baseline_x86_64_cpu(tmp_path):
+    """The manifest's hashes hold on every machine: a process whose numpy may use none of its
+    CPU-specific loops (AVX2, AVX-512) and whose numba compiles for a generic CPU writes the
+    same bytes as this one (numpy's AVX-512 exp and log differ from the C library's)."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__
+
+    ours = simulate(tmp_path / "host.h5", 3, 64, seed=5, workers=1, progress=False)
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(__cpu_dispatch__),
+           "NUMBA_CPU_NAME": "generic"}
+    code = ("import sys; from analysis_lib.sim import simulate; "
+            "simulate(sys.argv[1], 3, 64, seed=5, workers=1, progress=False)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "generic.h5")], env=env,
+                   check=True)
+    assert _sha256(ours) == _sha256(tmp_path / "generic.h5")
 
 
 def test_different_seeds_give_different_files(tmp_path):

@@ -9,7 +9,7 @@ from analysis_lib.errors import ConfigError
 from analysis_lib.sim import constants as c
 from analysis_lib.sim import ledger as lg
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 import numpy as np
 
 from analysis_lib.sim import ledger as lg
+from analysis_lib.sim import libm
 from analysis_lib.sim.config import PhysicsConfig
 
 PRIMARY_WIDTH = 9
@@ -14,7 +15,7 @@ def _isotropic(rng: np.random.Generator, n: int) -> np.ndarray:
     cost = rng.uniform(-1.0, 1.0, n)
     phi = rng.uniform(0.0, 2.0 * np.pi, n)
     sint = np.sqrt(1.0 - cost**2)
-    return np.stack([sint * np.cos(phi), sint * np.sin(phi), cost], axis=1)
+    return np.stack([sint * libm.cos(phi), sint * libm.sin(phi), cost], axis=1)
 
 
 def _vertex_species(rng: np.random.Generator, n: int, weights: tuple) -> list[int]:

@@ -6,18 +6,20 @@ a monotone cubic in log-log space (so dE/dx = dT/dR is smooth: no kinks in the B
 electron CSDA range is the integral of 1 / (S_col + S_rad).
 """
 
+import math
 from enum import IntEnum
 
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
 from analysis_lib.sim import constants as c
+from analysis_lib.sim import libm
 
-LN_T0 = np.log(1e-3)
-LN_T1 = np.log(1e5)
+LN_T0 = math.log(1e-3)
+LN_T1 = math.log(1e5)
 N_GRID = 6000
 DLN_T = (LN_T1 - LN_T0) / (N_GRID - 1)
-KE_GRID_MEV = np.exp(LN_T0 + DLN_T * np.arange(N_GRID))
+KE_GRID_MEV = libm.exp(LN_T0 + DLN_T * np.arange(N_GRID))
 
 
 class Row(IntEnum):
@@ -38,7 +40,7 @@ class Row(IntEnum):
 
 def loglog(x: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Piecewise-linear interpolation in log-log space, held constant beyond the ends."""
-    return np.exp(np.interp(np.log(x), np.log(xs), np.log(ys)))
+    return libm.exp(np.interp(libm.log(x), libm.log(xs), libm.log(ys)))
 
 
 def _heavy_range_and_dedx(ke: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,9 +49,9 @@ def _heavy_range_and_dedx(ke: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np
     Below the first point the range follows the power law of the first two points; above the
     last one, the last segment's power law.
     """
-    lx, ly = np.log(ke), np.log(r)
+    lx, ly = libm.log(ke), libm.log(r)
     spline = PchipInterpolator(lx, ly)
-    lt = np.log(KE_GRID_MEV)
+    lt = libm.log(KE_GRID_MEV)
     lo_slope = (ly[1] - ly[0]) / (lx[1] - lx[0])
     hi_slope = (ly[-1] - ly[-2]) / (lx[-1] - lx[-2])
     inside = (lt >= lx[0]) & (lt <= lx[-1])
@@ -57,7 +59,7 @@ def _heavy_range_and_dedx(ke: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np
     ln_r[inside] = spline(lt[inside])
     slope = np.where(lt < lx[0], lo_slope, hi_slope)
     slope[inside] = spline.derivative()(lt[inside])
-    rng = np.exp(ln_r)
+    rng = libm.exp(ln_r)
     dedx = KE_GRID_MEV / (rng * slope)
     return rng, dedx
 
@@ -79,7 +81,7 @@ def _electron_range(ke: np.ndarray) -> np.ndarray:
 def _pair_fraction(e: np.ndarray) -> np.ndarray:
     """Share of photon interactions that are pair conversions; zero below threshold."""
     xs, ys = c.PAIR_FRACTION_E_MEV, c.PAIR_FRACTION
-    frac = np.interp(np.log(e), np.log(xs), ys)
+    frac = np.interp(libm.log(e), libm.log(xs), ys)
     return np.where(e <= xs[0], 0.0, frac)
 
 
@@ -107,4 +109,4 @@ TABLES = build_tables()
 
 def lookup(row: Row, ke: np.ndarray | float) -> np.ndarray:
     """Table value at kinetic energy ``ke`` (MeV), vectorized, for analysis and tests."""
-    return np.interp(np.log(ke), np.log(KE_GRID_MEV), TABLES[row])
+    return np.interp(libm.log(ke), libm.log(KE_GRID_MEV), TABLES[row])
