@@ -20,6 +20,8 @@ LN_T1 = math.log(1e5)
 N_GRID = 6000
 DLN_T = (LN_T1 - LN_T0) / (N_GRID - 1)
 KE_GRID_MEV = libm.exp(LN_T0 + DLN_T * np.arange(N_GRID))
+#: ln of the grid's energies, as the lookups interpolate in it (computed once: libm loops in Python)
+LN_KE_GRID = libm.log(KE_GRID_MEV)
 
 
 class Row(IntEnum):
@@ -51,7 +53,7 @@ def _heavy_range_and_dedx(ke: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np
     """
     lx, ly = libm.log(ke), libm.log(r)
     spline = PchipInterpolator(lx, ly)
-    lt = libm.log(KE_GRID_MEV)
+    lt = LN_KE_GRID
     lo_slope = (ly[1] - ly[0]) / (lx[1] - lx[0])
     hi_slope = (ly[-1] - ly[-2]) / (lx[-1] - lx[-2])
     inside = (lt >= lx[0]) & (lt <= lx[-1])
@@ -109,4 +111,4 @@ TABLES = build_tables()
 
 def lookup(row: Row, ke: np.ndarray | float) -> np.ndarray:
     """Table value at kinetic energy ``ke`` (MeV), vectorized, for analysis and tests."""
-    return np.interp(libm.log(ke), libm.log(KE_GRID_MEV), TABLES[row])
+    return np.interp(libm.log(ke), LN_KE_GRID, TABLES[row])
