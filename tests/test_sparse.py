@@ -16,6 +16,7 @@ from analysis_lib.sparse import (
     from_dense,
     kernel_offsets,
     kernels,
+    native,
     strided_conv,
     submanifold_conv,
     to_dense,
@@ -412,3 +413,97 @@ def test_bucketed_row_counts_repeat() -> None:
     shapes = {rows for n in range(3000, 40000, 7) for _, _, rows in
               kernels._row_blocks(n, 432 * 2, fixed=True)}
     assert len(shapes) <= 4 * 6 + 1  # 256 .. 16384 rows, then full blocks
+
+
+# The C kernels (fp32, x86-64 with AVX2) against dense float64 convolution: their tiles of 32,
+# 16 and 8 output channels and the masked tail of the rest, one thread and two.
+NATIVE = pytest.mark.skipif(native._library() is None,
+                            reason="no x86-64 CPU with AVX2 or no C compiler: im2col only")
+FP32_TOL = {"rtol": 1e-4, "atol": 1e-4}
+
+
+def _native_against_dense(case: Case, edge: int, threads: int = 1) -> None:
+    """Forward, input and weight gradient of a submanifold convolution in fp32 through the
+    C kernels against dense float64, relative to each quantity's largest value."""
+    dim = case.coords.shape[1] - 1
+    gen = torch.Generator().manual_seed(case.seed)
+    n = case.coords.shape[0]
+    feats = torch.randn(n, case.c_in, dtype=torch.float64, generator=gen)
+    weight = torch.randn(edge**dim, case.c_in, case.c_out, dtype=torch.float64, generator=gen)
+    grad = torch.randn(n, case.c_out, dtype=torch.float64, generator=gen)
+    fs, ws = feats.float().requires_grad_(), weight.float().requires_grad_()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with mock.patch.object(native, "conv", wraps=native.conv) as spy:
+            out_s = submanifold_conv(SparseTensor(case.coords, fs), ws).feats
+            gs = torch.autograd.grad(out_s, [fs, ws], grad.float())
+    finally:
+        torch.set_num_threads(before)
+    assert spy.call_count == 2  # forward and input gradient
+    fd, wd = feats.clone().requires_grad_(), weight.clone().requires_grad_()
+    conv = tnf.conv2d if dim == 2 else tnf.conv3d
+    dense_out = conv(dense_of(fd, case.coords, case.batch, case.shape),
+                     as_torch_weight(wd, edge, dim, False).contiguous(), padding=edge // 2)
+    out_d = read_at(dense_out, case.coords)
+    gd = torch.autograd.grad(out_d, [fd, wd], grad)
+    for s, d in zip([out_s.detach(), *gs], [out_d.detach(), *gd], strict=True):
+        scale = (float(d.abs().max()) if d.numel() else 0.0) or 1.0
+        torch.testing.assert_close(s.double() / scale, d / scale, **FP32_TOL)
+
+
+@NATIVE
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("channels", [(1, 16), (3, 5), (16, 16), (23, 40)])
+def test_native_equals_dense_large(channels: tuple[int, int], threads: int) -> None:
+    """Over 2048 sites, every tile width, tails of input and output channels."""
+    case = large_case()
+    case = Case(case.coords, case.batch, case.shape, *channels, case.seed)
+    _native_against_dense(case, 3, threads)
+
+
+@NATIVE
+@pytest.mark.parametrize("edge", [3, 5])
+@pytest.mark.parametrize("dim", [2, 3])
+@given(data=st.data())
+@HYPOTHESIS
+def test_native_equals_dense_random(dim: int, edge: int, data: st.DataObject) -> None:
+    """Random site sets (empty entries, borders) and channel counts from 1 to 32."""
+    _native_against_dense(data.draw(cases(dim=dim)), edge)
+
+
+@NATIVE
+@pytest.mark.parametrize("name", ["single", "corners", "empty_entry", "nothing", "line"])
+def test_native_equals_dense_fixed(name: str) -> None:
+    _native_against_dense(fixed_cases(3)[name], 3)
+
+
+@NATIVE
+def test_native_pair_lists_are_the_maps_pairs() -> None:
+    """The pairs by offset are the kernel map's, sorted by output site (the C forward finds a
+    block's pairs by bisection)."""
+    case = large_case()
+    x = SparseTensor(case.coords, torch.zeros(len(case.coords), 1))
+    kmap = x.cache.neighbour_map(1, 3)
+    lists = kmap.pair_lists
+    for k in range(27):
+        lo, hi = lists.ptr[k], lists.ptr[k + 1]
+        out, inp = lists.out[lo:hi].long(), lists.inp[lo:hi].long()
+        assert bool((out[1:] > out[:-1]).all())
+        assert torch.equal(kmap.columns[out, k], inp)
+        assert hi - lo == kmap.counts[k]
+
+
+@NATIVE
+def test_native_switched_off_takes_im2col(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ANALYSIS_LIB_NATIVE=0`` keeps the im2col path; both give the same convolution."""
+    case = large_case()
+    gen = torch.Generator().manual_seed(3)
+    x = SparseTensor(case.coords, torch.randn(len(case.coords), 8, generator=gen))
+    weight = torch.randn(27, 8, 16, generator=gen)
+    with mock.patch.object(native, "conv", wraps=native.conv) as spy:
+        fused = submanifold_conv(x, weight).feats
+        monkeypatch.setenv("ANALYSIS_LIB_NATIVE", "0")
+        im2col = submanifold_conv(x, weight).feats
+    assert spy.call_count == 1
+    torch.testing.assert_close(fused, im2col, rtol=1e-5, atol=1e-4)

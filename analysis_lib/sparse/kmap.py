@@ -10,6 +10,7 @@ the same keys shifted by the offset (compiled with numba); on other devices from
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from numba import njit
 from torch import Tensor
 
 from analysis_lib.errors import ConfigError, EngineError
+from analysis_lib.sparse import native
 
 __all__ = [
     "DownsampleMap",
@@ -208,6 +210,12 @@ class NeighbourMap:
     def num_pairs(self) -> int:
         """Total number of (in, out) pairs over all offsets."""
         return sum(self.counts)
+
+    @cached_property
+    def pair_lists(self) -> native.PairLists:
+        """The present pairs by offset, in sorted row order, for the C kernels (built on first
+        use and kept: every convolution of a level shares the map, forward and backward)."""
+        return native.pair_lists(self.columns)
 
     def pairs(self, k: int) -> tuple[Tensor, Tensor]:
         """(in_idx, out_idx) of offset ``k`` in the sites' own row order.

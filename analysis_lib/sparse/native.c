@@ -1,0 +1,175 @@
+/* Submanifold convolution in fp32 for x86-64 CPUs with AVX2 and FMA (loaded by native.py).
+ *
+ * The kernel map arrives as pair lists by offset: the pairs (out, in) of offset k are
+ * k_out[k_ptr[k]:k_ptr[k+1]], k_in[...], sorted by out. Only present neighbours are
+ * multiplied (im2col multiplies the absent ones as zeros: about half of them at the first
+ * level of a U-ResNet, three quarters deeper), and nothing is gathered into memory: each
+ * product reads its input row where it lies and accumulates into its output row.
+ *
+ * Register tiles: a forward tile is R pairs of one offset by 8*NV output channels (R*NV <= 12
+ * accumulators); the weight gradient's is CU input by 8*NV output channels of one offset. A
+ * channel count that is not a multiple of 8 ends in one masked tile (TAIL).
+ */
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#define INL static inline __attribute__((always_inline))
+
+static const int32_t MASK_SOURCE[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+
+/* The lanes 0..left-1 of a vector (left in 1..8). */
+INL __m256i lanes(int left) { return _mm256_loadu_si256((const __m256i *)(MASK_SOURCE + 8 - left)); }
+
+INL __m256 load(const float *p, const int TAIL, __m256i mask) {
+  return TAIL ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p);
+}
+
+INL void store(float *p, __m256 v, const int TAIL, __m256i mask) {
+  if (TAIL) _mm256_maskstore_ps(p, mask, v);
+  else _mm256_storeu_ps(p, v);
+}
+
+/* Pair lists by offset of a kernel map col (n, K), whose entry n marks an absent neighbour. */
+void neighbour_lists(const int64_t *col, int64_t n, int K, int64_t *k_ptr, int32_t *k_out,
+                     int32_t *k_in) {
+  int64_t fill[K];
+  memset(k_ptr, 0, sizeof(int64_t) * (K + 1));
+  for (int64_t i = 0; i < n; i++)
+    for (int k = 0; k < K; k++) k_ptr[k + 1] += col[i * K + k] != n;
+  for (int k = 0; k < K; k++) k_ptr[k + 1] += k_ptr[k];
+  for (int k = 0; k < K; k++) fill[k] = k_ptr[k];
+  for (int64_t i = 0; i < n; i++)
+    for (int k = 0; k < K; k++) {
+      int64_t j = col[i * K + k];
+      if (j != n) {
+        int64_t at = fill[k]++;
+        k_out[at] = (int32_t)i;
+        k_in[at] = (int32_t)j;
+      }
+    }
+}
+
+/* out[pout[r], c0:c0+8NV] += x[pin[r], :] @ wk[:, c0:c0+8NV] for the R pairs r. */
+INL void pair_tile(const float *x, const int32_t *pout, const int32_t *pin, const float *wk,
+                   float *out, int ci, int co, int c0, const int R, const int NV,
+                   const int TAIL, __m256i mask) {
+  __m256 acc[12];
+  const float *in[12];
+  float *to[12];
+  for (int r = 0; r < R; r++) {
+    in[r] = x + (int64_t)pin[r] * ci;
+    to[r] = out + (int64_t)pout[r] * co + c0;
+    for (int v = 0; v < NV; v++) acc[r * NV + v] = load(to[r] + 8 * v, TAIL, mask);
+  }
+  for (int c = 0; c < ci; c++) {
+    __m256 wv[8];
+    for (int v = 0; v < NV; v++) wv[v] = load(wk + (int64_t)c * co + c0 + 8 * v, TAIL, mask);
+    for (int r = 0; r < R; r++) {
+      __m256 b = _mm256_broadcast_ss(in[r] + c);
+      for (int v = 0; v < NV; v++) acc[r * NV + v] = _mm256_fmadd_ps(b, wv[v], acc[r * NV + v]);
+    }
+  }
+  for (int r = 0; r < R; r++)
+    for (int v = 0; v < NV; v++) store(to[r] + 8 * v, acc[r * NV + v], TAIL, mask);
+}
+
+INL void pair_run(const float *x, const int32_t *pout, const int32_t *pin, int64_t np,
+                  const float *wk, float *out, int ci, int co, int c0, const int R,
+                  const int NV, const int TAIL, __m256i mask) {
+  int64_t p = 0;
+  for (; p + R <= np; p += R) pair_tile(x, pout + p, pin + p, wk, out, ci, co, c0, R, NV, TAIL, mask);
+  for (; p < np; p++) pair_tile(x, pout + p, pin + p, wk, out, ci, co, c0, 1, NV, TAIL, mask);
+}
+
+static int64_t lower_bound(const int32_t *a, int64_t lo, int64_t hi, int64_t value) {
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (a[mid] < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* out (n, co) = sum_k x[k_in] @ w[k] at k_out; w is (K, ci, co). Rows are taken in blocks
+ * that stay in cache while every offset adds into them, the blocks shared among threads
+ * (OpenMP: torch's own runtime, libgomp, which the process has loaded already). */
+void sparse_conv(const float *x, const int64_t *k_ptr, const int32_t *k_out,
+                 const int32_t *k_in, const float *w, float *out, int64_t n, int K, int ci,
+                 int co, int threads) {
+  const int64_t block = 256;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t r0 = 0; r0 < n; r0 += block) {
+    int64_t r1 = r0 + block < n ? r0 + block : n;
+    memset(out + r0 * co, 0, sizeof(float) * (size_t)((r1 - r0) * co));
+    for (int k = 0; k < K; k++) {
+      int64_t p0 = lower_bound(k_out, k_ptr[k], k_ptr[k + 1], r0);
+      int64_t p1 = lower_bound(k_out, p0, k_ptr[k + 1], r1);
+      const int32_t *po = k_out + p0, *pi = k_in + p0;
+      const float *wk = w + (int64_t)k * ci * co;
+      int64_t np = p1 - p0;
+      int c0 = 0;
+      if (np == 0) continue;
+      for (; co - c0 >= 32; c0 += 32) pair_run(x, po, pi, np, wk, out, ci, co, c0, 2, 4, 0, lanes(8));
+      for (; co - c0 >= 16; c0 += 16) pair_run(x, po, pi, np, wk, out, ci, co, c0, 6, 2, 0, lanes(8));
+      for (; co - c0 >= 8; c0 += 8) pair_run(x, po, pi, np, wk, out, ci, co, c0, 12, 1, 0, lanes(8));
+      if (c0 < co) pair_run(x, po, pi, np, wk, out, ci, co, c0, 12, 1, 1, lanes(co - c0));
+    }
+  }
+}
+
+/* gw[k, c0:c0+CU, o0:o0+8NV] += sum over the pairs p0..p1 of x[in, c] g[out, o]. */
+INL void weight_tile(const float *x, const int32_t *k_out, const int32_t *k_in, const float *g,
+                     float *gwk, int64_t p0, int64_t p1, int ci, int co, int c0, int o0,
+                     const int NV, const int CU, const int TAIL, __m256i mask) {
+  int cu = ci - c0 < CU ? ci - c0 : CU;
+  __m256 acc[12];
+  for (int a = 0; a < 12; a++) acc[a] = _mm256_setzero_ps();
+  for (int64_t p = p0; p < p1; p++) {
+    const float *xr = x + (int64_t)k_in[p] * ci + c0;
+    const float *gr = g + (int64_t)k_out[p] * co + o0;
+    __m256 gv[8];
+    for (int v = 0; v < NV; v++) gv[v] = load(gr + 8 * v, TAIL, mask);
+    if (cu == CU) {
+      for (int u = 0; u < CU; u++) {
+        __m256 b = _mm256_broadcast_ss(xr + u);
+        for (int v = 0; v < NV; v++) acc[u * NV + v] = _mm256_fmadd_ps(b, gv[v], acc[u * NV + v]);
+      }
+    } else {
+      for (int u = 0; u < cu; u++) {
+        __m256 b = _mm256_broadcast_ss(xr + u);
+        for (int v = 0; v < NV; v++) acc[u * NV + v] = _mm256_fmadd_ps(b, gv[v], acc[u * NV + v]);
+      }
+    }
+  }
+  for (int u = 0; u < cu; u++)
+    for (int v = 0; v < NV; v++) {
+      float *q = gwk + (int64_t)(c0 + u) * co + o0 + 8 * v;
+      store(q, _mm256_add_ps(load(q, TAIL, mask), acc[u * NV + v]), TAIL, mask);
+    }
+}
+
+/* gw[k] (ci, co) = sum over the pairs of offset k of x[in]^T g[out], offsets shared among
+ * threads. Pairs are taken in blocks whose rows stay in cache across the tiles. */
+void sparse_conv_weight_grad(const float *x, const int64_t *k_ptr, const int32_t *k_out,
+                             const int32_t *k_in, const float *g, float *gw, int K, int ci,
+                             int co, int threads) {
+  const int64_t block = 128;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int k = 0; k < K; k++) {
+    float *gwk = gw + (int64_t)k * ci * co;
+    memset(gwk, 0, sizeof(float) * (size_t)ci * co);
+    for (int64_t p0 = k_ptr[k]; p0 < k_ptr[k + 1]; p0 += block) {
+      int64_t p1 = p0 + block < k_ptr[k + 1] ? p0 + block : k_ptr[k + 1];
+      int o0 = 0, c0;
+      for (; co - o0 >= 32; o0 += 32)
+        for (c0 = 0; c0 < ci; c0 += 2) weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, 4, 2, 0, lanes(8));
+      for (; co - o0 >= 16; o0 += 16)
+        for (c0 = 0; c0 < ci; c0 += 6) weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, 2, 6, 0, lanes(8));
+      for (; co - o0 >= 8; o0 += 8)
+        for (c0 = 0; c0 < ci; c0 += 12) weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, 1, 12, 0, lanes(8));
+      if (o0 < co)
+        for (c0 = 0; c0 < ci; c0 += 12) weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, 1, 12, 1, lanes(co - o0));
+    }
+  }
+}

@@ -1,0 +1,148 @@
+"""Submanifold convolution in fp32 on x86-64 CPUs with AVX2, compiled from ``native.c``.
+
+im2col multiplies every neighbour slot, absent ones as zeros, and writes the gathered matrix
+to memory before a BLAS call; at a U-ResNet's shapes (N x 27*C by C, C = 16..80) that BLAS
+runs far from peak, and half (first level) to three quarters (deeper) of the slots are
+absent. The C kernels multiply the present pairs only, offset by offset into output rows held
+in cache, from register tiles (``native.c``). Measured on a 2-core AVX2 EPYC, one thread:
+about 3.5x im2col's time for the forward and the input gradient, 2x for the weight gradient.
+
+The library is compiled with the system C compiler on first use (about a second) into the
+user's cache folder, named by the hash of its source and flags. Where there is no x86-64 CPU
+with AVX2, no compiler, or ``ANALYSIS_LIB_NATIVE=0`` is set, :func:`usable` is False and the
+engine keeps its im2col path; a compiler that fails is reported once as a warning.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("native.c")
+FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
+# Below this many multiply-adds a product runs on one thread: a thread hand-off costs more.
+_PARALLEL_WORK = 1 << 21
+
+
+@dataclass(frozen=True)
+class PairLists:
+    """The present (out, in) pairs of a kernel map by offset: those of offset k are
+    ``out[ptr[k]:ptr[k+1]]`` and ``inp[...]`` (int32), sorted by out."""
+
+    ptr: Tensor
+    out: Tensor
+    inp: Tensor
+
+    @property
+    def volume(self) -> int:
+        """Number of kernel offsets K."""
+        return self.ptr.shape[0] - 1
+
+
+def _cache_folder() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "analysis_lib"
+
+
+def _compile(target: Path) -> None:
+    """Compile :data:`SOURCE` into ``target``, atomically (training workers may race)."""
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        raise OSError("no C compiler (cc or gcc) on PATH")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise OSError(f"{compiler} failed: {done.stderr.strip()[:300]}")
+        os.replace(built, target)
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    """The compiled kernels, or None where this CPU or machine cannot run them."""
+    if platform.machine() not in ("x86_64", "AMD64") or \
+            torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return None
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    path = _cache_folder() / f"sparse-native-{digest}.so"
+    try:
+        if not path.is_file():
+            _compile(path)
+        lib = ctypes.CDLL(str(path))
+    except OSError as err:
+        warnings.warn(f"the sparse engine's C kernels are not available ({err}); "
+                      f"it uses im2col products instead", RuntimeWarning, stacklevel=3)
+        return None
+    ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.neighbour_lists.argtypes = [ptr, i64, i32, ptr, ptr, ptr]
+    lib.sparse_conv.argtypes = [ptr] * 6 + [i64, i32, i32, i32, i32]
+    lib.sparse_conv_weight_grad.argtypes = [ptr] * 6 + [i32, i32, i32, i32]
+    return lib
+
+
+def usable(*tensors: Tensor) -> bool:
+    """Whether the C kernels take a product of these tensors: fp32 on the CPU, the library
+    loaded, and not switched off by ``ANALYSIS_LIB_NATIVE=0``."""
+    if os.environ.get("ANALYSIS_LIB_NATIVE", "1") == "0":
+        return False
+    if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
+        return False
+    return tensors[0].shape[0] < 2**31 and _library() is not None
+
+
+def pair_lists(columns: Tensor) -> PairLists:
+    """:class:`PairLists` of a kernel map's ``columns`` (N, K), N marking an absent site."""
+    n, volume = columns.shape
+    columns = columns.contiguous()
+    present = int((columns != n).sum())
+    ptr = torch.empty(volume + 1, dtype=torch.int64)
+    out = torch.empty(present, dtype=torch.int32)
+    inp = torch.empty(present, dtype=torch.int32)
+    _library().neighbour_lists(columns.data_ptr(), n, volume, ptr.data_ptr(), out.data_ptr(),
+                               inp.data_ptr())
+    return PairLists(ptr, out, inp)
+
+
+def _threads(work: int) -> int:
+    """torch's thread count, or fewer where a product is too small to share."""
+    return max(1, min(torch.get_num_threads(), work // _PARALLEL_WORK))
+
+
+def conv(x: Tensor, lists: PairLists, w: Tensor) -> Tensor:
+    """``out[i] = sum over pairs (i, j) of offset k of x[j] @ w[k]``: x (N, C_in) fp32,
+    w (K, C_in, C_out); out (N, C_out)."""
+    x, w = x.contiguous(), w.contiguous()
+    n = x.shape[0]
+    volume, c_in, c_out = w.shape
+    out = x.new_empty(n, c_out)
+    _library().sparse_conv(x.data_ptr(), lists.ptr.data_ptr(), lists.out.data_ptr(),
+                           lists.inp.data_ptr(), w.data_ptr(), out.data_ptr(), n, volume, c_in,
+                           c_out, _threads(lists.out.shape[0] * c_in * c_out))
+    return out
+
+
+def conv_weight_grad(x: Tensor, lists: PairLists, g: Tensor) -> Tensor:
+    """Gradient of :func:`conv`'s ``w`` for output gradient ``g`` (N, C_out): (K, C_in,
+    C_out). Threads split the offsets, each offset's pairs summed by one thread."""
+    x, g = x.contiguous(), g.contiguous()
+    volume, c_in, c_out = lists.volume, x.shape[1], g.shape[1]
+    gw = x.new_empty(volume, c_in, c_out)
+    _library().sparse_conv_weight_grad(x.data_ptr(), lists.ptr.data_ptr(), lists.out.data_ptr(),
+                                       lists.inp.data_ptr(), g.data_ptr(), gw.data_ptr(),
+                                       volume, c_in, c_out,
+                                       _threads(lists.out.shape[0] * c_in * c_out))
+    return gw
