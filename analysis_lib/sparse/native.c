@@ -7,7 +7,8 @@
  * product reads its input row where it lies and accumulates into its output row.
  *
  * Register tiles: a forward tile is R pairs of one offset by 8*NV output channels (R*NV <= 12
- * accumulators); the weight gradient's is CU input by 8*NV output channels of one offset. A
+ * accumulators); the weight gradient's is CU input by 8*NV output channels of one offset
+ * (CU*NV = 8), with the last input channels in one narrower tile. A
  * channel count that is not a multiple of 8 ends in one masked tile (TAIL).
  */
 #include <immintrin.h>
@@ -122,31 +123,38 @@ void sparse_conv(const float *x, const int64_t *k_ptr, const int32_t *k_out,
 INL void weight_tile(const float *x, const int32_t *k_out, const int32_t *k_in, const float *g,
                      float *gwk, int64_t p0, int64_t p1, int ci, int co, int c0, int o0,
                      const int NV, const int CU, const int TAIL, __m256i mask) {
-  int cu = ci - c0 < CU ? ci - c0 : CU;
   __m256 acc[12];
-  for (int a = 0; a < 12; a++) acc[a] = _mm256_setzero_ps();
+  for (int a = 0; a < CU * NV; a++) acc[a] = _mm256_setzero_ps();
   for (int64_t p = p0; p < p1; p++) {
     const float *xr = x + (int64_t)k_in[p] * ci + c0;
     const float *gr = g + (int64_t)k_out[p] * co + o0;
     __m256 gv[8];
     for (int v = 0; v < NV; v++) gv[v] = load(gr + 8 * v, TAIL, mask);
-    if (cu == CU) {
-      for (int u = 0; u < CU; u++) {
-        __m256 b = _mm256_broadcast_ss(xr + u);
-        for (int v = 0; v < NV; v++) acc[u * NV + v] = _mm256_fmadd_ps(b, gv[v], acc[u * NV + v]);
-      }
-    } else {
-      for (int u = 0; u < cu; u++) {
-        __m256 b = _mm256_broadcast_ss(xr + u);
-        for (int v = 0; v < NV; v++) acc[u * NV + v] = _mm256_fmadd_ps(b, gv[v], acc[u * NV + v]);
-      }
+    for (int u = 0; u < CU; u++) {
+      __m256 b = _mm256_broadcast_ss(xr + u);
+      for (int v = 0; v < NV; v++) acc[u * NV + v] = _mm256_fmadd_ps(b, gv[v], acc[u * NV + v]);
     }
   }
-  for (int u = 0; u < cu; u++)
+  for (int u = 0; u < CU; u++)
     for (int v = 0; v < NV; v++) {
       float *q = gwk + (int64_t)(c0 + u) * co + o0 + 8 * v;
       store(q, _mm256_add_ps(load(q, TAIL, mask), acc[u * NV + v]), TAIL, mask);
     }
+}
+
+/* Every input channel of one output tile: tiles of CU channels, then one of the rest. */
+INL void weight_tiles(const float *x, const int32_t *k_out, const int32_t *k_in, const float *g,
+                      float *gwk, int64_t p0, int64_t p1, int ci, int co, int o0, const int NV,
+                      const int CU, const int TAIL, __m256i mask) {
+  int c0 = 0;
+  for (; c0 + CU <= ci; c0 += CU)
+    weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, NV, CU, TAIL, mask);
+  switch (ci - c0) {  /* CU <= 8 */
+#define REST(r) case r: weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, NV, r, TAIL, mask); break;
+    REST(1) REST(2) REST(3) REST(4) REST(5) REST(6) REST(7)
+#undef REST
+    default: break;
+  }
 }
 
 /* gw[k] (ci, co) = sum over the pairs of offset k of x[in]^T g[out], offsets shared among
@@ -161,15 +169,11 @@ void sparse_conv_weight_grad(const float *x, const int64_t *k_ptr, const int32_t
     memset(gwk, 0, sizeof(float) * (size_t)ci * co);
     for (int64_t p0 = k_ptr[k]; p0 < k_ptr[k + 1]; p0 += block) {
       int64_t p1 = p0 + block < k_ptr[k + 1] ? p0 + block : k_ptr[k + 1];
-      int o0 = 0, c0;
-      for (; co - o0 >= 32; o0 += 32)
-        for (c0 = 0; c0 < ci; c0 += 2) weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, 4, 2, 0, lanes(8));
-      for (; co - o0 >= 16; o0 += 16)
-        for (c0 = 0; c0 < ci; c0 += 6) weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, 2, 6, 0, lanes(8));
-      for (; co - o0 >= 8; o0 += 8)
-        for (c0 = 0; c0 < ci; c0 += 12) weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, 1, 12, 0, lanes(8));
-      if (o0 < co)
-        for (c0 = 0; c0 < ci; c0 += 12) weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, 1, 12, 1, lanes(co - o0));
+      int o0 = 0;
+      for (; co - o0 >= 32; o0 += 32) weight_tiles(x, k_out, k_in, g, gwk, p0, p1, ci, co, o0, 4, 2, 0, lanes(8));
+      for (; co - o0 >= 16; o0 += 16) weight_tiles(x, k_out, k_in, g, gwk, p0, p1, ci, co, o0, 2, 4, 0, lanes(8));
+      for (; co - o0 >= 8; o0 += 8) weight_tiles(x, k_out, k_in, g, gwk, p0, p1, ci, co, o0, 1, 8, 0, lanes(8));
+      if (o0 < co) weight_tiles(x, k_out, k_in, g, gwk, p0, p1, ci, co, o0, 1, 8, 1, lanes(co - o0));
     }
   }
 }
