@@ -43,6 +43,11 @@ def artifacts_folder() -> Path:
     return checkout / "artifacts"
 
 
+def _sources(folder: Path) -> list[Path]:
+    """The Python and C sources under ``folder``, in a fixed order."""
+    return sorted(f for f in folder.rglob("*") if f.suffix in (".py", ".c"))
+
+
 @functools.cache
 def code_version(entries: tuple[str, ...] = _CODE) -> str:
     """sha256 (16 hex digits) of the source files that training depends on (or of
@@ -52,7 +57,7 @@ def code_version(entries: tuple[str, ...] = _CODE) -> str:
     package = Path(__file__).resolve().parent
     for entry in entries:
         path = package / entry
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+        for file in _sources(path) if path.is_dir() else [path]:
             digest.update(file.relative_to(package).as_posix().encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()[:16]

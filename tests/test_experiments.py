@@ -5,6 +5,7 @@ import math
 import os
 import signal
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -268,3 +269,12 @@ def test_train_all_names_the_failing_run(tmp_path):
         train_all({"broken": broken}, workers=2, report=lambda line: None)
     with pytest.raises(ConfigError, match="workers must be at least 1"):
         train_all({}, workers=0)
+
+
+def test_code_version_covers_the_engines_c_kernels():
+    """A change to the C kernels retrains, as a change to the Python engine does."""
+    from analysis_lib import experiments
+
+    sparse = Path(experiments.__file__).parent / "sparse"
+    names = [p.name for p in experiments._sources(sparse)]
+    assert "native.c" in names and "kernels.py" in names

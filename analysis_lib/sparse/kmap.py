@@ -251,9 +251,11 @@ def _merge_neighbours(keys, deltas, columns, counts):
 
 
 def load_compiled() -> None:
-    """Load (or compile) the CPU merge of :func:`build_neighbour_map` now. Its machine code
-    and numba's compiler take about 80 MB on first use; a process that measures a network's
-    memory loads them before its baseline, as it has loaded torch's libraries."""
+    """Load (or compile) the engine's compiled code now: the CPU merge of
+    :func:`build_neighbour_map` (its machine code and numba's compiler take about 80 MB on
+    first use) and the C kernels of :mod:`~analysis_lib.sparse.native`. A process that measures
+    a network's memory loads them before its baseline, as it has loaded torch's libraries."""
+    native.usable(torch.zeros(1))
     _merge_neighbours(np.zeros(2, dtype=np.int64), np.zeros(1, dtype=np.int64),
                       np.zeros((2, 3), dtype=np.int64), np.zeros(1, dtype=np.int64))
 
