@@ -507,3 +507,26 @@ def test_native_switched_off_takes_im2col(monkeypatch: pytest.MonkeyPatch) -> No
         im2col = submanifold_conv(x, weight).feats
     assert spy.call_count == 1
     torch.testing.assert_close(fused, im2col, rtol=1e-5, atol=1e-4)
+
+
+@NATIVE
+def test_native_same_bits_on_any_thread_count() -> None:
+    """Each output row and each offset's weight gradient is summed by one thread in a fixed
+    order, so a training gives the same numbers on one thread and on two."""
+    case = large_case()
+    gen = torch.Generator().manual_seed(5)
+    x = SparseTensor(case.coords, torch.randn(len(case.coords), 16, generator=gen))
+    weight = torch.randn(27, 16, 24, generator=gen, requires_grad=True)
+    grad = torch.randn(len(case.coords), 24, generator=gen)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            feats = x.feats.clone().requires_grad_()
+            out = submanifold_conv(x.with_feats(feats), weight).feats
+            results.append([out, *torch.autograd.grad(out, [feats, weight], grad)])
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*results, strict=True):
+        assert torch.equal(one, two)
