@@ -4,6 +4,10 @@ Prints one table row per (op, voxel count, channels, device): the median wall ti
 the useful GFLOP/s, counting ``2 * pairs * C_in * C_out`` per forward (twice that for a
 backward, which computes both the input and the weight gradient).
 
+On the CPU in fp32 the submanifold convolution runs in the C kernels of
+``analysis_lib.sparse.native``; its rows marked ``im2col`` time the same op on the engine's
+other path (``ANALYSIS_LIB_NATIVE=0``) in the same run.
+
 Run ``python benchmarks/sparse_ops.py`` (``--quick`` for a small run, ``--device cuda``
 or ``--device all`` for GPU columns).
 """
@@ -11,9 +15,11 @@ or ``--device all`` for GPU columns).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -25,6 +31,7 @@ from analysis_lib.sparse import (
     build_downsample_map,
     build_neighbour_map,
     make_site_set,
+    native,
     strided_conv,
     submanifold_conv,
     transposed_conv,
@@ -105,6 +112,20 @@ def median_ms(fn: Callable[[], object], device: torch.device, budget_s: float) -
     return 1e3 * statistics.median(once() for _ in range(repeats))
 
 
+@contextmanager
+def im2col_only() -> Iterator[None]:
+    """The engine's im2col path while inside (the C kernels switched off)."""
+    before = os.environ.get("ANALYSIS_LIB_NATIVE")
+    os.environ["ANALYSIS_LIB_NATIVE"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["ANALYSIS_LIB_NATIVE"]
+        else:
+            os.environ["ANALYSIS_LIB_NATIVE"] = before
+
+
 def bench_case(
     coords: Tensor, channels: int, device: torch.device, budget_s: float
 ) -> list[tuple[str, int, float, float]]:
@@ -144,20 +165,27 @@ def bench_case(
         ("subm conv 3^3", lambda: submanifold_conv(x, w_sub), w_sub, kmap.num_pairs),
         ("strided conv", lambda: strided_conv(x, w_two), w_two, down.num_pairs),
     ]
+    if native.usable(x.feats, w_sub):
+        cases.insert(1, ("subm conv 3^3 im2col", lambda: submanifold_conv(x, w_sub), w_sub,
+                         kmap.num_pairs))
     coarse = strided_conv(x, w_two).feats.detach().requires_grad_()
     x_coarse = SparseTensor.derived(coarse, 2, x.cache)
     cases.append(
         ("transposed conv", lambda: transposed_conv(x_coarse, w_two), w_two, down.num_pairs)
     )
     for name, op, weight, pairs in cases:
-        with torch.no_grad():
+        path = im2col_only if name.endswith("im2col") else nullcontext
+        with torch.no_grad(), path():
             flops_row(f"{name} fwd", pairs, median_ms(op, device, budget_s), 1)
-        out = op().feats
+        with path():
+            out = op().feats
         grad = torch.randn_like(out)
         inputs = [x_coarse.feats if name.startswith("transposed") else x.feats, weight]
 
-        def backward(out: Tensor = out, grad: Tensor = grad, inputs: list = inputs) -> None:
-            torch.autograd.grad(out, inputs, grad, retain_graph=True)
+        def backward(out: Tensor = out, grad: Tensor = grad, inputs: list = inputs,
+                     path=path) -> None:
+            with path():
+                torch.autograd.grad(out, inputs, grad, retain_graph=True)
 
         flops_row(f"{name} bwd", pairs, median_ms(backward, device, budget_s), 2)
     return rows
@@ -183,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     budget = 0.3 if args.quick else args.budget
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, data: {args.source}")
-    header = f"{'op':<22}{'voxels':>9}{'C':>4}{'pairs':>11}{'device':>7}{'ms':>11}{'GFLOP/s':>9}"
+    header = f"{'op':<26}{'voxels':>9}{'C':>4}{'pairs':>11}{'device':>7}{'ms':>11}{'GFLOP/s':>9}"
     print(header)
     print("-" * len(header))
     for n in sizes:
@@ -195,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
                 ):
                     rate = f"{gflops:9.1f}" if gflops else f"{'-':>9}"
                     print(
-                        f"{name:<22}{coords.shape[0]:>9}{channels:>4}{pairs:>11}{dev:>7}"
+                        f"{name:<26}{coords.shape[0]:>9}{channels:>4}{pairs:>11}{dev:>7}"
                         f"{ms:>11.2f}{rate}",
                         flush=True,
                     )

@@ -440,7 +440,7 @@ def _native_against_dense(case: Case, edge: int, threads: int = 1) -> None:
             gs = torch.autograd.grad(out_s, [fs, ws], grad.float())
     finally:
         torch.set_num_threads(before)
-    assert spy.call_count == 2  # forward and input gradient
+    assert spy.call_count == 2  # forward and input gradient (through conv_input_grad)
     fd, wd = feats.clone().requires_grad_(), weight.clone().requires_grad_()
     conv = tnf.conv2d if dim == 2 else tnf.conv3d
     dense_out = conv(dense_of(fd, case.coords, case.batch, case.shape),

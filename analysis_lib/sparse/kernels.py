@@ -215,7 +215,7 @@ def submanifold_backward(
     n = f.shape[0]
     if native.usable(f, w, g):
         lists = kmap.pair_lists
-        gx = native.conv(g, lists, w.flip(0).transpose(1, 2)) if need_x else None
+        gx = native.conv_input_grad(g, lists, w) if need_x else None
         return gx, native.conv_weight_grad(f, lists, g) if need_w else None
     if not need_x:
         gw = None

@@ -119,6 +119,17 @@ void sparse_conv(const float *x, const int64_t *k_ptr, const int32_t *k_out,
   }
 }
 
+/* wt[K-1-k] = w[k]^T for w (K, ci, co): the weights of the input gradient, whose pairs of
+ * offset k are those of the mirror offset K-1-k with input and output swapped. */
+void mirror_transpose(const float *w, float *wt, int K, int ci, int co) {
+  for (int k = 0; k < K; k++) {
+    const float *src = w + (int64_t)k * ci * co;
+    float *dst = wt + (int64_t)(K - 1 - k) * co * ci;
+    for (int c = 0; c < ci; c++)
+      for (int o = 0; o < co; o++) dst[(int64_t)o * ci + c] = src[(int64_t)c * co + o];
+  }
+}
+
 /* gw[k, c0:c0+CU, o0:o0+8NV] += sum over the pairs p0..p1 of x[in, c] g[out, o]. */
 INL void weight_tile(const float *x, const int32_t *k_out, const int32_t *k_in, const float *g,
                      float *gwk, int64_t p0, int64_t p1, int ci, int co, int c0, int o0,

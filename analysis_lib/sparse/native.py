@@ -91,6 +91,7 @@ def _library() -> ctypes.CDLL | None:
     lib.neighbour_lists.argtypes = [ptr, i64, i32, ptr, ptr, ptr]
     lib.sparse_conv.argtypes = [ptr] * 6 + [i64, i32, i32, i32, i32]
     lib.sparse_conv_weight_grad.argtypes = [ptr] * 6 + [i32, i32, i32, i32]
+    lib.mirror_transpose.argtypes = [ptr, ptr, i32, i32, i32]
     return lib
 
 
@@ -133,6 +134,17 @@ def conv(x: Tensor, lists: PairLists, w: Tensor) -> Tensor:
                            lists.inp.data_ptr(), w.data_ptr(), out.data_ptr(), n, volume, c_in,
                            c_out, _threads(lists.out.shape[0] * c_in * c_out))
     return out
+
+
+def conv_input_grad(g: Tensor, lists: PairLists, w: Tensor) -> Tensor:
+    """Gradient of :func:`conv`'s ``x`` for output gradient ``g`` (N, C_out): the same
+    product with each offset's weights transposed and taken from its mirror offset (in C:
+    torch's flip and strided copy of a (27, 80, 80) weight took 0.5 ms)."""
+    w = w.contiguous()
+    volume, c_in, c_out = w.shape
+    mirrored = w.new_empty(volume, c_out, c_in)
+    _library().mirror_transpose(w.data_ptr(), mirrored.data_ptr(), volume, c_in, c_out)
+    return conv(g, lists, mirrored)
 
 
 def conv_weight_grad(x: Tensor, lists: PairLists, g: Tensor) -> Tensor:
