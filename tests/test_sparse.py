@@ -530,3 +530,22 @@ def test_native_same_bits_on_any_thread_count() -> None:
         torch.set_num_threads(before)
     for one, two in zip(*results, strict=True):
         assert torch.equal(one, two)
+
+
+def test_native_falls_back_to_im2col_without_a_compiler(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path) -> None:
+    """No compiler (and nothing compiled yet): one warning, and the im2col path serves."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("CC", "no-such-compiler")
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path))
+    native._library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="no C compiler"):
+            assert native._library() is None
+        case = fixed_cases(3)["line"]
+        sparse, dense = run_both("subm3", case)["forward"]
+        torch.testing.assert_close(sparse, dense, **TOL)
+        assert not native.usable(torch.zeros(2, 2))
+    finally:
+        native._library.cache_clear()

@@ -8,7 +8,8 @@ in cache, from register tiles (``native.c``). Measured on a 2-core AVX2 EPYC, on
 about 3.5x im2col's time for the forward and the input gradient, 2x for the weight gradient.
 
 The library is compiled with the system C compiler on first use (about a second) into the
-user's cache folder, named by the hash of its source and flags. Where there is no x86-64 CPU
+user's cache folder (the temporary folder where that is not writable), named by the hash of its
+source and flags. Where there is no x86-64 CPU
 with AVX2, no compiler, or ``ANALYSIS_LIB_NATIVE=0`` is set, :func:`usable` is False and the
 engine keeps its im2col path; a compiler that fails is reported once as a warning.
 """
@@ -78,13 +79,18 @@ def _library() -> ctypes.CDLL | None:
             torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return None
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-    path = _cache_folder() / f"sparse-native-{digest}.so"
-    try:
-        if not path.is_file():
-            _compile(path)
-        lib = ctypes.CDLL(str(path))
-    except OSError as err:
-        warnings.warn(f"the sparse engine's C kernels are not available ({err}); "
+    name = f"sparse-native-{digest}.so"
+    lib, errors = None, []
+    for folder in (_cache_folder(), Path(tempfile.gettempdir()) / f"analysis_lib-{os.getuid()}"):
+        try:
+            if not (folder / name).is_file():
+                _compile(folder / name)
+            lib = ctypes.CDLL(str(folder / name))
+            break
+        except OSError as err:  # an unwritable cache folder: the temporary one next
+            errors.append(f"{folder}: {err}")
+    if lib is None:
+        warnings.warn(f"the sparse engine's C kernels are not available ({'; '.join(errors)}); "
                       f"it uses im2col products instead", RuntimeWarning, stacklevel=3)
         return None
     ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
