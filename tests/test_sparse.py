@@ -113,16 +113,19 @@ def as_torch_weight(weight: torch.Tensor, edge: int, dim: int, transposed: bool)
 
 
 def run_both(
-    op: str, case: Case, block_bytes: int = SMALL_BLOCK_BYTES
+    op: str, case: Case, block_bytes: int = SMALL_BLOCK_BYTES,
+    sparse_dtype: torch.dtype = torch.float64,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """(sparse, dense) forward, input gradient and weight gradient of one op; ``_blocked``
-    ops gather im2col blocks of at most ``block_bytes``."""
+    ops gather im2col blocks of at most ``block_bytes``. The dense op runs in float64, the
+    sparse one in ``sparse_dtype`` on the same values."""
     limit = block_bytes if op.endswith("_blocked") else kernels._BLOCK_BYTES
     with mock.patch.object(kernels, "_BLOCK_BYTES", limit):
-        return _run_both(op, case)
+        return _run_both(op, case, sparse_dtype)
 
 
-def _run_both(op: str, case: Case) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _run_both(op: str, case: Case, sparse_dtype: torch.dtype = torch.float64
+              ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     dim = case.coords.shape[1] - 1
     gen = torch.Generator().manual_seed(case.seed)
     n = case.coords.shape[0]
@@ -146,8 +149,8 @@ def _run_both(op: str, case: Case) -> dict[str, tuple[torch.Tensor, torch.Tensor
         x = fine.with_feats(feats)
     weight = torch.randn(volume, case.c_in, case.c_out, dtype=torch.float64, generator=gen)
 
-    feats_s = x.feats.clone().requires_grad_()
-    weight_s = weight.clone().requires_grad_()
+    feats_s = x.feats.to(sparse_dtype).clone().requires_grad_()
+    weight_s = weight.to(sparse_dtype).clone().requires_grad_()
     xs = x.with_feats(feats_s)
     if op.startswith("subm"):
         out_s = submanifold_conv(xs, weight_s)
@@ -173,7 +176,8 @@ def _run_both(op: str, case: Case) -> dict[str, tuple[torch.Tensor, torch.Tensor
     out_d = read_at(dense_out, out_coords)
 
     grad = torch.randn(out_d.shape, dtype=torch.float64, generator=gen)
-    gs = torch.autograd.grad(out_s.feats, [feats_s, weight_s], grad, allow_unused=True)
+    gs = torch.autograd.grad(out_s.feats, [feats_s, weight_s], grad.to(sparse_dtype),
+                             allow_unused=True)
     gd = torch.autograd.grad(out_d, [feats_d, weight_d], grad, allow_unused=True)
     gs = [
         torch.zeros_like(t) if g is None else g
@@ -425,31 +429,18 @@ FP32_TOL = {"rtol": 1e-4, "atol": 1e-4}
 def _native_against_dense(case: Case, edge: int, threads: int = 1) -> None:
     """Forward, input and weight gradient of a submanifold convolution in fp32 through the
     C kernels against dense float64, relative to each quantity's largest value."""
-    dim = case.coords.shape[1] - 1
-    gen = torch.Generator().manual_seed(case.seed)
-    n = case.coords.shape[0]
-    feats = torch.randn(n, case.c_in, dtype=torch.float64, generator=gen)
-    weight = torch.randn(edge**dim, case.c_in, case.c_out, dtype=torch.float64, generator=gen)
-    grad = torch.randn(n, case.c_out, dtype=torch.float64, generator=gen)
-    fs, ws = feats.float().requires_grad_(), weight.float().requires_grad_()
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with mock.patch.object(native, "conv", wraps=native.conv) as spy:
-            out_s = submanifold_conv(SparseTensor(case.coords, fs), ws).feats
-            gs = torch.autograd.grad(out_s, [fs, ws], grad.float())
+            results = run_both(f"subm{edge}", case, sparse_dtype=torch.float32)
     finally:
         torch.set_num_threads(before)
     assert spy.call_count == 2  # forward and input gradient (through conv_input_grad)
-    fd, wd = feats.clone().requires_grad_(), weight.clone().requires_grad_()
-    conv = tnf.conv2d if dim == 2 else tnf.conv3d
-    dense_out = conv(dense_of(fd, case.coords, case.batch, case.shape),
-                     as_torch_weight(wd, edge, dim, False).contiguous(), padding=edge // 2)
-    out_d = read_at(dense_out, case.coords)
-    gd = torch.autograd.grad(out_d, [fd, wd], grad)
-    for s, d in zip([out_s.detach(), *gs], [out_d.detach(), *gd], strict=True):
-        scale = (float(d.abs().max()) if d.numel() else 0.0) or 1.0
-        torch.testing.assert_close(s.double() / scale, d / scale, **FP32_TOL)
+    for sparse, dense in results.values():
+        sparse, dense = sparse.detach().double(), dense.detach()
+        scale = (float(dense.abs().max()) if dense.numel() else 0.0) or 1.0
+        torch.testing.assert_close(sparse / scale, dense / scale, **FP32_TOL)
 
 
 @NATIVE

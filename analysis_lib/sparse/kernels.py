@@ -211,12 +211,12 @@ def submanifold_backward(
     Without ``grad_x`` (the input layer, one channel) the narrower im2col matrix of ``f``
     gives ``grad_w``.
     """
-    n_off, c_in, c_out = w.shape
-    n = f.shape[0]
     if native.usable(f, w, g):
         lists = kmap.pair_lists
         gx = native.conv_input_grad(g, lists, w) if need_x else None
         return gx, native.conv_weight_grad(f, lists, g) if need_w else None
+    n_off, c_in, c_out = w.shape
+    n = f.shape[0]
     if not need_x:
         gw = None
         g = _pad_to(g, _computed_rows(f, n_off))

@@ -6,11 +6,11 @@
  * level of a U-ResNet, three quarters deeper), and nothing is gathered into memory: each
  * product reads its input row where it lies and accumulates into its output row.
  *
- * Register tiles of 12 accumulators: a forward tile is R pairs of one offset by 8*NV output
- * channels (6 by 16, or 12 by 8); the weight gradient's is CU input by 8*NV output channels of
- * one offset (6 by 16, or 8 by 8), the last input channels in one narrower tile. Tiles 32
- * channels wide (2 by 32, 2 by 32) ran at 80 % of the speed of these. A
- * channel count that is not a multiple of 8 ends in one masked tile (TAIL).
+ * Register tiles of up to 12 accumulators: a forward tile is R pairs of one offset by 8*NV
+ * output channels (6 by 16, or 12 by 8); the weight gradient's is CU input by 8*NV output
+ * channels of one offset (6 by 16, or 8 by 8), the last input channels in one narrower tile.
+ * Tiles 32 output channels wide ran at 80 % of the speed of these. An output channel count
+ * that is not a multiple of 8 ends in one masked tile (TAIL).
  */
 #include <immintrin.h>
 #include <stdint.h>
