@@ -91,6 +91,18 @@ class Experiment:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     @property
+    def lineage(self) -> str:
+        """Its training, this run first: "1500 iterations (michel_tuned) after 1000
+        (relabeled) after 4000 (main)"."""
+        steps = []
+        run: Experiment | None = self
+        while run is not None:
+            steps.append(f"{run.config.iterations}" + (f" ({run.name})" if run.name else ""))
+            run = run.parent
+        return " after ".join([steps[0].replace(" ", " iterations ", 1)
+                               if " " in steps[0] else f"{steps[0]} iterations", *steps[1:]])
+
+    @property
     def train_config(self) -> TrainConfig:
         """The configuration that trains: a fine-tuning run's ``init`` is its parent's final
         checkpoint (resolved only here, since naming it hashes the parent's data)."""

@@ -278,3 +278,14 @@ def test_code_version_covers_the_engines_c_kernels():
     sparse = Path(experiments.__file__).parent / "sparse"
     names = [p.name for p in experiments._sources(sparse)]
     assert "native.c" in names and "kernels.py" in names
+
+
+def test_lineage_names_every_training_of_a_fine_tuned_run(tiny_sample, tmp_path):
+    cfg = TrainConfig(data=str(tiny_sample), depth=2, filters=4, iterations=3)
+    main = Experiment(cfg, root=tmp_path, name="main")
+    tuned = Experiment(dataclasses.replace(cfg, iterations=2), root=tmp_path, parent=main,
+                       name="tuned")
+    longer = Experiment(dataclasses.replace(cfg, iterations=5), root=tmp_path, parent=tuned)
+    assert main.lineage == "3 iterations (main)"
+    assert tuned.lineage == "2 iterations (tuned) after 3 (main)"
+    assert longer.lineage == "5 iterations after 2 (tuned) after 3 (main)"

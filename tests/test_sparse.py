@@ -23,6 +23,7 @@ from analysis_lib.sparse import (
     transposed_conv,
 )
 from analysis_lib.sparse import kmap as kmap_module
+from analysis_lib.sparse import nn as snn
 
 # "subm3" and "subm5" gather their im2col matrix in one block on these small cases;
 # "_blocked" forces blocks of a few rows (and a shorter last one), as large tensors take.
@@ -540,3 +541,117 @@ def test_native_falls_back_to_im2col_without_a_compiler(monkeypatch: pytest.Monk
         assert not native.usable(torch.zeros(2, 2))
     finally:
         native._library.cache_clear()
+
+
+def _norm_relu_pair(c: int, momentum: float | None = 0.1
+                    ) -> tuple[snn.BatchNorm, torch.nn.BatchNorm1d]:
+    """A fused sparse BatchNorm + ReLU and a float64 torch BatchNorm1d with the same
+    affine parameters (away from 1 and 0, so that the parameter gradients are tested)."""
+    gen = torch.Generator().manual_seed(c)
+    fused = snn.BatchNorm(c, relu=True, momentum=momentum)
+    with torch.no_grad():
+        fused.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+        fused.bias.copy_(torch.rand(c, generator=gen) - 0.5)
+    reference = torch.nn.BatchNorm1d(c, momentum=momentum).double()
+    reference.load_state_dict(fused.state_dict())
+    return fused, reference
+
+
+def _rows(n: int) -> torch.Tensor:
+    """Coordinates of n distinct sites (BatchNorm only reads the features)."""
+    coords = torch.zeros(n, 4, dtype=torch.long)
+    coords[:, 1] = torch.arange(n)
+    return coords
+
+
+@NATIVE
+@pytest.mark.parametrize("n, c", [(7, 3), (2047, 5), (2049, 16), (9000, 48)])
+def test_native_norm_relu_equals_torch_float64(n: int, c: int) -> None:
+    """The fused training BatchNorm + ReLU against torch's in float64: output, input and
+    parameter gradients, running statistics over two steps (one block of rows, a block and
+    a remainder, several blocks)."""
+    fused, reference = _norm_relu_pair(c)
+    gen = torch.Generator().manual_seed(n)
+    for _ in range(2):
+        feats = (torch.randn(n, c, generator=gen) * 3 + 1).requires_grad_()
+        grad = torch.randn(n, c, generator=gen)
+        wide = feats.detach().double().requires_grad_()
+        with mock.patch.object(native, "norm_relu", wraps=native.norm_relu) as spy:
+            out = fused(SparseTensor(_rows(n), feats)).feats
+        assert spy.call_count == 1
+        expected = torch.relu(reference(wide))
+        out.backward(grad)
+        expected.backward(grad.double())
+        pairs = [(out, expected), (feats.grad, wide.grad),
+                 (fused.weight.grad, reference.weight.grad),
+                 (fused.bias.grad, reference.bias.grad),
+                 (fused.running_mean, reference.running_mean),
+                 (fused.running_var, reference.running_var)]
+        for ours, theirs in pairs:
+            scale = float(theirs.detach().abs().max()) or 1.0
+            torch.testing.assert_close(ours.double() / scale, theirs / scale, **FP32_TOL)
+        fused.zero_grad()
+        reference.zero_grad()
+    assert int(fused.num_batches_tracked) == 2
+
+
+@NATIVE
+def test_native_norm_relu_cumulative_average() -> None:
+    """``momentum=None`` averages the batch statistics, as torch does."""
+    fused, reference = _norm_relu_pair(4, momentum=None)
+    gen = torch.Generator().manual_seed(1)
+    for n in (50, 3000, 700):
+        feats = torch.randn(n, 4, generator=gen) * 2 - 1
+        fused(SparseTensor(_rows(n), feats))
+        reference(feats.double())
+    torch.testing.assert_close(fused.running_var.double(), reference.running_var, rtol=1e-5,
+                               atol=1e-6)
+    torch.testing.assert_close(fused.running_mean.double(), reference.running_mean,
+                               rtol=1e-5, atol=1e-6)
+
+
+@NATIVE
+def test_native_norm_relu_paths_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's BatchNorm and ReLU serve evaluation, a single row, ``relu=False`` and
+    ``ANALYSIS_LIB_NATIVE=0``; the fused kernel serves training only, with the same result."""
+    fused, _ = _norm_relu_pair(6)
+    feats = torch.randn(5000, 6, generator=torch.Generator().manual_seed(2))
+    x = SparseTensor(_rows(5000), feats)
+    with mock.patch.object(native, "norm_relu", wraps=native.norm_relu) as spy:
+        ours = fused(x).feats
+        monkeypatch.setenv("ANALYSIS_LIB_NATIVE", "0")
+        torch_path = fused(x).feats
+        monkeypatch.delenv("ANALYSIS_LIB_NATIVE")
+        plain = snn.BatchNorm(6, relu=False).train()(x).feats
+        fused.eval()
+        evaluated = fused(x).feats
+        with pytest.raises(ValueError, match="more than 1 value"):
+            fused.train()(SparseTensor(_rows(1), feats[:1]))
+    assert spy.call_count == 1
+    torch.testing.assert_close(ours, torch_path, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(plain, torch.nn.BatchNorm1d(6)(feats))
+    expected = torch.relu((feats - fused.running_mean) / torch.sqrt(fused.running_var + fused.eps)
+                          * fused.weight + fused.bias)
+    torch.testing.assert_close(evaluated, expected.detach())
+
+
+@NATIVE
+def test_native_norm_relu_same_bits_on_any_thread_count() -> None:
+    """The per-channel sums are taken in fixed blocks of rows added in order: one thread and
+    two give the same bits (the 4.5M values are enough for the kernel to take two)."""
+    fused, _ = _norm_relu_pair(32)
+    gen = torch.Generator().manual_seed(4)
+    feats = torch.randn(140_000, 32, generator=gen)
+    grad = torch.randn(140_000, 32, generator=gen)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            leaf = feats.clone().requires_grad_()
+            out = fused(SparseTensor(_rows(len(feats)), leaf)).feats
+            results.append([out, *torch.autograd.grad(out, [leaf, fused.weight], grad)])
+    finally:
+        torch.set_num_threads(before)
+    for one, two in zip(*results, strict=True):
+        assert torch.equal(one, two)

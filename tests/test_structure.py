@@ -199,7 +199,7 @@ def test_dry_run_needs_no_data(tmp_path):
 
     manifest = shutil.copy(load_profile("ci").manifest_path, tmp_path / "data_manifest.yaml")
     plan = plan_runs(load_profile("ci"), Path(manifest))  # tmp_path/data does not exist
-    assert {row["init"] for row in plan} == {"", "main"}
+    assert {row["init"] for row in plan} == {"", "main", "relabeled"}
 
 
 def test_findings_page_comes_first_in_the_book_and_runs_last():

@@ -65,8 +65,10 @@ def _sparse_ops(dim: int) -> _Ops:
         conv3=lambda i, o: snn.SubmanifoldConv(i, o, 3, dim=dim),
         down=lambda i, o: snn.Conv(i, o, dim=dim),
         up=lambda i, o: snn.ConvTranspose(i, o, dim=dim),
-        norm=snn.BatchNorm,
-        act=snn.ReLU,
+        # the ReLU after each BatchNorm runs inside it (fused in C); the placeholder keeps the
+        # layer numbering, so both backends' parameters have the same names
+        norm=lambda c: snn.BatchNorm(c, relu=True),
+        act=nn.Identity,
         linear=lambda i, o, bias: snn.Linear(i, o, bias=bias),
         cat=sparse.cat,
         add=lambda a, b: a.with_feats(a.feats + b.feats),

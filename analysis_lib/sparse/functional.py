@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.autograd.function import Function, FunctionCtx, once_differentiable
 
 from analysis_lib.errors import EngineError
+from analysis_lib.sparse import native
 from analysis_lib.sparse.kernels import (
     compute_dtype,
     gather_slots,
@@ -35,6 +36,7 @@ __all__ = [
     "apply_feats",
     "cat",
     "linear",
+    "norm_relu",
     "strided_conv",
     "submanifold_conv",
     "transposed_conv",
@@ -257,6 +259,31 @@ def linear(x: SparseTensor, weight: Tensor, bias: Tensor | None = None) -> Spars
     dtype = compute_dtype(x.feats, weight)
     feats = _add_bias(mm(x.feats.to(dtype), weight.to(dtype)), bias)
     return x.with_feats(feats)
+
+
+class _NormReLUFn(Function):
+    @staticmethod
+    def forward(ctx: FunctionCtx, feats: Tensor, gamma: Tensor, beta: Tensor, eps: float
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        y, mean, var, invstd = native.norm_relu(feats, gamma, beta, eps)
+        ctx.save_for_backward(feats, y, mean, invstd, gamma)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, gy: Tensor, _gmean: Tensor, _gvar: Tensor
+                 ) -> tuple[Tensor, Tensor, Tensor, None]:
+        return (*native.norm_relu_grad(*ctx.saved_tensors[:2], gy, *ctx.saved_tensors[2:]),
+                None)
+
+
+def norm_relu(feats: Tensor, gamma: Tensor, beta: Tensor, eps: float
+              ) -> tuple[Tensor, Tensor, Tensor]:
+    """Training BatchNorm over the rows of ``feats`` (N, C), then ReLU, in one C kernel each
+    way (:func:`native.norm_relu`): ``(y, batch mean, biased batch variance)``. For fp32 CPU
+    tensors where :func:`native.usable`."""
+    return _NormReLUFn.apply(feats, gamma, beta, eps)
 
 
 def apply_feats(x: SparseTensor, fn: Callable[[Tensor], Tensor]) -> SparseTensor:

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("native.c")
-FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
+FLAGS = ("-O3", "-mavx2", "-mfma", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC")
 # Below this many multiply-adds a product runs on one thread: a thread hand-off costs more.
 _PARALLEL_WORK = 1 << 21
 
@@ -100,6 +100,8 @@ def _library() -> ctypes.CDLL | None:
     lib.sparse_conv.argtypes = [ptr] * 6 + [i64, i32, i32, i32, i32]
     lib.sparse_conv_weight_grad.argtypes = [ptr] * 6 + [i32, i32, i32, i32]
     lib.mirror_transpose.argtypes = [ptr, ptr, i32, i32, i32]
+    lib.norm_relu_forward.argtypes = [ptr, i64, i32, ptr, ptr, ctypes.c_float] + [ptr] * 5 + [i32]
+    lib.norm_relu_backward.argtypes = [ptr, ptr, ptr, i64, i32] + [ptr] * 7 + [i32]
     return lib
 
 
@@ -166,3 +168,43 @@ def conv_weight_grad(x: Tensor, lists: PairLists, g: Tensor) -> Tensor:
                                        volume, c_in, c_out,
                                        _threads(lists.out.shape[0] * c_in * c_out))
     return gw
+
+
+_NORM_BLOCK = 2048  # rows per block of the per-channel sums (NORM_BLOCK in native.c)
+
+
+def _sums_scratch(x: Tensor) -> Tensor:
+    """Per-block partial sums of native.c's BatchNorm (kept in a variable for the call)."""
+    return torch.empty((-(-x.shape[0] // _NORM_BLOCK), 2, x.shape[1]), dtype=torch.float64)
+
+
+def norm_relu(x: Tensor, gamma: Tensor, beta: Tensor, eps: float
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Training BatchNorm over the rows of x (N, C) followed by ReLU: ``(y, mean, var,
+    invstd)``, var the biased batch variance."""
+    x = x.contiguous()
+    n, c = x.shape
+    y = x.new_empty(n, c)
+    mean, var, invstd = (x.new_empty(c) for _ in range(3))
+    scratch = _sums_scratch(x)
+    _library().norm_relu_forward(x.data_ptr(), n, c, gamma.contiguous().data_ptr(),
+                                 beta.contiguous().data_ptr(), eps, y.data_ptr(),
+                                 mean.data_ptr(), var.data_ptr(), invstd.data_ptr(),
+                                 scratch.data_ptr(), _threads(n * c))
+    return y, mean, var, invstd
+
+
+def norm_relu_grad(x: Tensor, y: Tensor, gy: Tensor, mean: Tensor, invstd: Tensor,
+                   gamma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients ``(gx, ggamma, gbeta)`` of :func:`norm_relu` for the output gradient gy."""
+    gy = gy.contiguous()
+    n, c = x.shape
+    gx = x.new_empty(n, c)
+    ggamma, gbeta = x.new_empty(c), x.new_empty(c)
+    scratch = _sums_scratch(x)
+    _library().norm_relu_backward(x.data_ptr(), y.data_ptr(), gy.data_ptr(), n, c,
+                                  mean.data_ptr(), invstd.data_ptr(),
+                                  gamma.contiguous().data_ptr(), gx.data_ptr(),
+                                  ggamma.data_ptr(), gbeta.data_ptr(),
+                                  scratch.data_ptr(), _threads(n * c))
+    return gx, ggamma, gbeta

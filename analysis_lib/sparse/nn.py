@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from analysis_lib.errors import ConfigError
-from analysis_lib.sparse import functional
+from analysis_lib.sparse import functional, native
 from analysis_lib.sparse.tensor import SparseTensor
 
 __all__ = [
@@ -170,8 +170,37 @@ class _OnFeats:
         return functional.apply_feats(x, super().forward)  # type: ignore[misc]
 
 
-class BatchNorm(_OnFeats, nn.BatchNorm1d):
-    """Batch normalisation of the features over all active sites of the batch."""
+class BatchNorm(nn.BatchNorm1d):
+    """Batch normalisation of the features over all active sites of the batch; with ``relu``,
+    followed by a ReLU. In training on fp32 CPU features the two run fused in C
+    (:func:`functional.norm_relu`): apart, they read and write the features six times and
+    took a tenth of a U-ResNet training step."""
+
+    def __init__(self, num_features: int, *args: object, relu: bool = False,
+                 **kwargs: object) -> None:
+        super().__init__(num_features, *args, **kwargs)
+        self.relu = relu
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return functional.apply_feats(x, self._normalize)
+
+    def _normalize(self, feats: torch.Tensor) -> torch.Tensor:
+        if not (self.relu and self.training and self.track_running_stats and self.affine
+                and feats.shape[0] > 1 and native.usable(feats, self.weight, self.bias)):
+            out = super().forward(feats)
+            return torch.relu(out) if self.relu else out
+        y, mean, var = functional.norm_relu(feats, self.weight, self.bias, self.eps)
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            momentum = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                        else self.momentum)
+            n = feats.shape[0]
+            self.running_mean.lerp_(mean, momentum)
+            self.running_var.lerp_(var * (n / (n - 1)), momentum)
+        return y
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", relu=True" if self.relu else "")
 
 
 class ReLU(_OnFeats, nn.ReLU):
