@@ -92,8 +92,8 @@ class Experiment:
 
     @property
     def lineage(self) -> str:
-        """Its training, this run first: "1500 iterations (michel_tuned) after 1000
-        (relabeled) after 4000 (main)"."""
+        """Its training, this run first: "1000 iterations (michel_tuned) after 1000
+        (relabeled) after 3600 (main)"."""
         steps = []
         run: Experiment | None = self
         while run is not None:
