@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp
 
+from analysis_lib import batching
 from analysis_lib.batching import (
     BatchSchedule,
     EventDataset,
@@ -229,6 +230,25 @@ def test_rare_class_events_are_found_after_relabeling(tiny_sample):
     rare = dataset.holds_rare_class()
     expected = [bool(np.isin(dataset[i].label, (3, 4)).any()) for i in range(len(dataset))]
     assert rare.tolist() == expected
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 2**30])
+def test_dataset_events_are_the_files_relabeled_once_whether_kept_in_memory_or_not(
+        tiny_sample, monkeypatch, cache_bytes):
+    monkeypatch.setattr(batching, "EVENT_CACHE_BYTES", cache_bytes)
+    dataset = EventDataset(str(tiny_sample), transform=relabel)
+    with open_dataset(str(tiny_sample)) as events:
+        for _ in range(2):  # the second pass reads from memory where the cache holds them
+            for i in range(len(dataset)):
+                event, truth = dataset[i], events[i]
+                np.testing.assert_array_equal(event.coords, truth.coords)
+                np.testing.assert_array_equal(event.energy, truth.energy)
+                np.testing.assert_array_equal(event.label, relabel(truth.label, truth.prim_ion))
+                event.label = None  # a caller changing its copy leaves the dataset's alone
+                turned = dataset[(i, 5)]
+                np.testing.assert_array_equal(
+                    turned.coords, apply_symmetry(truth.coords, 5, dataset.spatial_size))
+    assert (dataset._cached_bytes > 0) == (cache_bytes > 0)
 
 
 @pytest.mark.parametrize("dim", [2, 3])
