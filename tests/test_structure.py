@@ -208,6 +208,17 @@ def test_findings_page_comes_first_in_the_book_and_runs_last():
     assert order[-1] == "findings" and sorted(order) == sorted(notebook_order())
 
 
+def test_the_timing_chapters_run_first_and_train_the_runs_they_time():
+    from analysis_lib.reproduce import RUN_ALONE
+
+    order = execution_order()
+    assert set(order[: len(RUN_ALONE)]) == set(RUN_ALONE)
+    # the runs whose wall time the book reports are trained by a chapter that runs alone
+    profile = load_profile("ci")
+    curves = profile.notebooks["sparse_vs_dense"].curve_runs
+    assert "sparse_vs_dense" in RUN_ALONE and set(curves.values()) == set(profile.training.alone)
+
+
 @pytest.mark.parametrize(
     ("shared", "message"),
     [({"training": {"workers": 0}}, "workers must be a positive int"),
@@ -302,6 +313,31 @@ def test_a_failing_notebook_is_named_with_its_source_cell(tmp_path):
     with pytest.raises(BuildError, match=r"broken.md failed in code cell 3 \('y = 1 / 0'\): "
                                          r"ZeroDivisionError"):
         execute_notebooks(Profile("ci", "data_manifest.yaml", {}, Training(), {}), book=tmp_path)
+
+
+def test_untimed_notebooks_run_side_by_side_and_a_failure_is_named(tmp_path):
+    from analysis_lib.reproduce import BuildError, execute_notebooks
+    from analysis_lib.study import Profile
+
+    # two notebooks that each wait until the other has started: they finish only side by side
+    wait = ("import pathlib, time\nhere = pathlib.Path({!r})\n(here / '{}').touch()\n"
+            "deadline = time.time() + 60\nwhile not (here / '{}').exists():\n"
+            "    assert time.time() < deadline, 'ran alone'\n    time.sleep(0.05)")
+    _one_notebook_book(tmp_path, "first", [wait.format(str(tmp_path), "a", "b")])
+    (tmp_path / "notebooks" / "second.md").write_text(
+        (tmp_path / "notebooks" / "first.md").read_text().replace("'a'", "'x'")
+        .replace("'b'", "'a'").replace("'x'", "'b'"))
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: executed/first\n"
+                                       "chapters:\n- file: executed/second\n")
+    execute_notebooks(Profile("ci", "data_manifest.yaml", {}, Training(workers=2), {}),
+                      book=tmp_path)
+    assert {p.name for p in (tmp_path / "executed").glob("*.ipynb")} == {"first.ipynb",
+                                                                         "second.ipynb"}
+    (tmp_path / "notebooks" / "second.md").write_text(
+        (tmp_path / "notebooks" / "second.md").read_text().replace("import pathlib", "1 / 0"))
+    with pytest.raises(BuildError, match=r"second.md failed in code cell 2"):
+        execute_notebooks(Profile("ci", "data_manifest.yaml", {}, Training(workers=2), {}),
+                          book=tmp_path)
 
 
 def test_the_injected_parameters_cell_is_removed_from_the_rendered_chapter(tmp_path):
