@@ -17,7 +17,7 @@ from analysis_lib.errors import ConfigError
 from analysis_lib.labels import VoxelClass
 
 #: Bytes of decoded events an :class:`EventDataset` keeps in memory (the ci profile's largest
-#: training set takes about 200 MB; a larger set is read from the file past this).
+#: training set takes 166 MiB; a larger set is read from the file past this).
 EVENT_CACHE_BYTES = 512 * 2**20
 
 #: (label, prim_ion) → label: a relabeling applied to every event before batching.
@@ -102,7 +102,7 @@ class EventDataset(torch.utils.data.Dataset):
     def _labelled(self, index: int) -> Event:
         """Event ``index`` with its (transformed) labels, kept in memory up to
         :data:`EVENT_CACHE_BYTES`: a training draws each event many times, and reading one back
-        from the file, even from HDF5's chunk cache, took a millisecond (4 % of a batch-16
+        from the file, even from HDF5's chunk cache, took a millisecond (3-4 % of a batch-16
         step of the ci profile's main network)."""
         event = self._cache.get(index)
         if event is not None:
