@@ -87,8 +87,7 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
     :func:`analysis_lib.study.chapter` for the rest. The notebooks of :data:`RUN_ALONE` run
     first, one at a time, then the others ``profile.training.workers`` at a time (on 2 cores
     the ci profile's seven took about 65 s, against 108 s one after another), then
-    :data:`RUN_LAST`. A failing
-    cell stops the build with the notebook and cell named."""
+    :data:`RUN_LAST`. A failing cell stops the build with the notebook and cell named."""
     executed = book / "executed"
     executed.mkdir(exist_ok=True)
 
