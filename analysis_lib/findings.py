@@ -119,7 +119,8 @@ def _batch_and_size(r: Results) -> list[Part]:
     for axis in ("batch", "size"):
         other = "size" if axis == "batch" else "batch"
         pairs = [(a, b) for a in settings for b in settings
-                 if a[other] == b[other] and a[axis] > b[axis]]
+                 if a[other] == b[other] and a[axis] > b[axis]
+                 and a.get("iterations") == b.get("iterations")]
         if not pairs:
             parts.append(Part(None, f"no two networks differ in {axis} alone"))
             continue

@@ -124,6 +124,24 @@ def test_claim_fails_when_its_numbers_say_so(claim, path, value):
     assert _status(res)[claim] == NOT_REPRODUCED
 
 
+def test_settings_are_compared_only_at_equal_iterations():
+    res = _good()
+    settings = res["sparse_vs_dense"]["accuracy_by_setting"]
+    for s in settings:
+        s["iterations"] = 500
+    # a longer-trained network at 64 px, batch 16, and its 128 px twin: the size pair
+    settings += [{"size": 64, "batch": 16, "iterations": 1000,
+                  "summary": _summary(0.95, 0.04, test_set="a")},
+                 {"size": 128, "batch": 16, "iterations": 1000,
+                  "summary": _summary(0.97, 0.02, test_set="b")}]
+    ours = {v.claim.number: v.ours for v in findings.judge(res)}[4]
+    assert ours.count("batch 4 → 16") == 1  # not batch 4 (500) against batch 16 (1000)
+    assert ours.count("size 64 → 128") == 2  # at 500 and at 1000 iterations, none across
+    assert _status(res)[4] == REPRODUCED
+    settings[-1]["summary"] = _summary(0.90, 0.08, test_set="b")  # below its 64 px twin
+    assert _status(res)[4] == NOT_REPRODUCED
+
+
 def test_filter_claim_needs_two_depths_and_wall_time_is_gpu_only():
     res = _good()
     for entry in res["architecture"]["scan"]:

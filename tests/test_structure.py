@@ -354,3 +354,26 @@ def test_the_injected_parameters_cell_is_removed_from_the_rendered_chapter(tmp_p
     assert len(injected) == 1 and "remove-cell" in injected[0].metadata["tags"]
     assert str(tmp_path) not in executed.read_text()  # no folder of the building machine
     assert os.environ["PATH"] == path
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_setting_runs_compared_differ_in_batch_or_image_size_alone(name):
+    """Claim 4 compares two of Table II's setting runs where their image size (or batch) and
+    iterations are equal; every such pair must differ in batch (or data set) and nothing else."""
+    profile = load_profile(name)
+    manifest = load_manifest(profile.manifest_path)
+    setting_runs = profile.notebooks["sparse_vs_dense"].setting_runs
+    full = {r.run: {"data": profile.runs[r.run].data, "init": profile.runs[r.run].init,
+                    **profile.runs[r.run].settings} for r in setting_runs}
+    compared = 0
+    for a, b in ((a, b) for a in full for b in full if a < b):
+        x, y = full[a], full[b]
+        same_size = manifest.entry(x["data"]).size == manifest.entry(y["data"]).size
+        same_batch = x.get("batch_size") == y.get("batch_size")
+        if x.get("iterations") != y.get("iterations") or same_size == same_batch:
+            continue
+        compared += 1
+        ignored = {"checkpoint_every", "batch_size" if same_size else "data"}
+        assert {k: v for k, v in x.items() if k not in ignored} == \
+            {k: v for k, v in y.items() if k not in ignored}, (a, b)
+    assert compared >= 2  # one pair for the batch, one for the image size
