@@ -15,8 +15,9 @@ from analysis_lib import paper
 from analysis_lib.chapter_params import Relabeling, scorings
 from analysis_lib.data.manifest import load_manifest
 from analysis_lib.errors import ConfigError
+from analysis_lib.experiments import profile_runs
 from analysis_lib.plan import plan_runs, print_plan, step_seconds
-from analysis_lib.reproduce import execution_order, notebook_order, train_runs
+from analysis_lib.reproduce import RUN_ALONE, execution_order, notebook_order, train_runs
 from analysis_lib.study import BOOK, PROFILES, Training, load_profile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,8 +210,6 @@ def test_findings_page_comes_first_in_the_book_and_runs_last():
 
 
 def test_the_timing_chapters_run_first():
-    from analysis_lib.reproduce import RUN_ALONE
-
     order = execution_order()
     assert set(order[: len(RUN_ALONE)]) == set(RUN_ALONE)
     # the chapter that trains the runs whose wall time the book reports (training.alone, see
@@ -362,18 +361,17 @@ def test_setting_runs_compared_differ_in_batch_or_image_size_alone(name):
     iterations are equal; every such pair must differ in batch (or data set) and nothing else."""
     profile = load_profile(name)
     manifest = load_manifest(profile.manifest_path)
+    runs = profile_runs(profile.runs, manifest.path_of)
     setting_runs = profile.notebooks["sparse_vs_dense"].setting_runs
-    full = {r.run: {"data": profile.runs[r.run].data, "init": profile.runs[r.run].init,
-                    **profile.runs[r.run].settings} for r in setting_runs}
     compared = 0
-    for a, b in ((a, b) for a in full for b in full if a < b):
-        x, y = full[a], full[b]
-        same_size = manifest.entry(x["data"]).size == manifest.entry(y["data"]).size
-        same_batch = x.get("batch_size") == y.get("batch_size")
-        if x.get("iterations") != y.get("iterations") or same_size == same_batch:
+    for a, b in ((a.run, b.run) for a in setting_runs for b in setting_runs if a.run < b.run):
+        x, y = runs[a].config, runs[b].config
+        same_size = (manifest.entry(profile.runs[a].data).size
+                     == manifest.entry(profile.runs[b].data).size)
+        if x.iterations != y.iterations or same_size == (x.batch_size == y.batch_size):
             continue
         compared += 1
-        ignored = {"checkpoint_every", "batch_size" if same_size else "data"}
-        assert {k: v for k, v in x.items() if k not in ignored} == \
-            {k: v for k, v in y.items() if k not in ignored}, (a, b)
+        allowed = ("checkpoint_every", "batch_size" if same_size else "data")
+        assert x == dataclasses.replace(y, **{f: getattr(x, f) for f in allowed}), (a, b)
+        assert runs[a].parent == runs[b].parent, (a, b)
     assert compared >= 2  # one pair for the batch, one for the image size
