@@ -1,0 +1,30 @@
+"""The time-to-accuracy benchmark's baseline (today's training loop on a pinned commit's engine
+and network) still trains: the two halves drift apart as the package changes."""
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_time_to_accuracy_baseline_package_trains(tiny_sample, tmp_path):
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "time_to_accuracy.py"))
+    commit = bench["BASELINE_COMMIT"]
+    if subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT,
+                      capture_output=True).returncode:
+        pytest.skip(f"commit {commit} is not in this clone's history")
+    root = bench["hybrid_package"](tmp_path / "baseline", commit)
+    child = ("import sys; from analysis_lib.train import train; "
+             "from analysis_lib.train_config import TrainConfig; "
+             "train(TrainConfig(data=sys.argv[1], depth=3, filters=4, batch_size=2, "
+             "iterations=2, checkpoint_every=2), sys.argv[2], progress=False)")
+    out = subprocess.run([sys.executable, "-c", child, str(tiny_sample), str(tmp_path / "run")],
+                         cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoint_2.pt").exists()
