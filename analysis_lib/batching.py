@@ -103,7 +103,8 @@ class EventDataset(torch.utils.data.Dataset):
         """Event ``index`` with its (transformed) labels, kept in memory up to
         :data:`EVENT_CACHE_BYTES`: a training draws each event many times, and reading one back
         from the file, even from HDF5's chunk cache, took a millisecond (3-4 % of a batch-16
-        step of the ci profile's main network)."""
+        step of the ci profile's main network). Every draw shares a kept event's arrays, so they are
+        read-only."""
         event = self._cache.get(index)
         if event is not None:
             return event
@@ -112,9 +113,12 @@ class EventDataset(torch.utils.data.Dataset):
             raise ConfigError(f"{self.path}: event {index} has no labels; training needs them")
         if self.transform is not None:
             event.label = self.transform(event.label, event.prim_ion)
-        size = sum(a.nbytes for a in (event.coords, event.energy, event.label, event.prim_ion,
-                                      event.particle_index) if a is not None)
+        arrays = [a for a in (event.coords, event.energy, event.label, event.prim_ion,
+                              event.particle_index) if a is not None]
+        size = sum(a.nbytes for a in arrays)
         if self._cached_bytes + size <= EVENT_CACHE_BYTES:
+            for a in arrays:  # every draw shares them: a write in place must fail, not spread
+                a.flags.writeable = False
             self._cache[index] = event
             self._cached_bytes += size
         return event

@@ -245,6 +245,9 @@ def test_dataset_events_are_the_files_relabeled_once_whether_kept_in_memory_or_n
                 np.testing.assert_array_equal(event.energy, truth.energy)
                 np.testing.assert_array_equal(event.label, relabel(truth.label, truth.prim_ion))
                 event.label = None  # a caller changing its copy leaves the dataset's alone
+                if cache_bytes:  # and one writing into a shared array is stopped
+                    with pytest.raises(ValueError, match="read-only"):
+                        dataset[i].energy[0] = 0.0
                 turned = dataset[(i, 5)]
                 np.testing.assert_array_equal(
                     turned.coords, apply_symmetry(truth.coords, 5, dataset.spatial_size))
