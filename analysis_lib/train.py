@@ -137,11 +137,12 @@ def _transform(cfg: TrainConfig):
 
 
 def _distributed() -> tuple[int, int]:
-    """(rank, world size), initialising the process group when run under torchrun."""
+    """(rank, world size), initialising the process group when torchrun started this process,
+    also as its only process (how one GPU checks the nccl path), or several processes."""
     world = int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1 and not dist.is_initialized():
+    if (world > 1 or "TORCHELASTIC_RUN_ID" in os.environ) and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, resume: bool = False,
@@ -187,7 +188,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, worker
             checkpoints.truncate_log(out_dir, start)
     elif rank == 0:
         _start_folder(out_dir, cfg, overwrite)
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = torch.nn.parallel.DistributedDataParallel(model) if dist.is_initialized() else model
     weights = None
     if cfg.rare_oversampling != 1.0:
         weights = np.where(dataset.holds_rare_class(), cfg.rare_oversampling, 1.0)

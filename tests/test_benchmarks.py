@@ -1,6 +1,7 @@
 """The time-to-accuracy benchmark's baseline (today's training loop on a pinned commit's engine
 and network) still trains: the two halves drift apart as the package changes."""
 
+import json
 import os
 import runpy
 import subprocess
@@ -28,3 +29,17 @@ def test_time_to_accuracy_baseline_package_trains(tiny_sample, tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "run" / "checkpoint_2.pt").exists()
+
+
+def test_device_check_runs_small_on_the_cpu(tmp_path):
+    """The GPU check's steps run end to end where there is no GPU (``--quick``), so a lent
+    device's minutes are not spent finding out that they do not; CUDA's tests are skipped."""
+    out = subprocess.run([str(ROOT / "benchmarks" / "device_check.sh"), str(tmp_path),
+                          "--device", "cpu", "--quick", "--steps", "cuda tests", "equivalence",
+                          "autocast"], capture_output=True, text=True,
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert out.returncode == 0, out.stderr[-2000:]
+    steps = json.loads((tmp_path / "device_check.json").read_text())["steps"]
+    assert [steps[s]["passed"] for s in ("cuda tests", "equivalence", "autocast")] == \
+        [None, True, True]
+    assert steps["equivalence"]["numbers"]["submanifold fp32"] < 1e-5
