@@ -103,8 +103,8 @@ class EventDataset(torch.utils.data.Dataset):
         """Event ``index`` with its (transformed) labels, kept in memory up to
         :data:`EVENT_CACHE_BYTES`: a training draws each event many times, and reading one back
         from the file, even from HDF5's chunk cache, took a millisecond (3-4 % of a batch-16
-        step of the ci profile's main network). Every draw shares a kept event's arrays, so they are
-        read-only."""
+        step of the ci profile's main network). Every draw shares a kept event's arrays, so
+        they are read-only."""
         event = self._cache.get(index)
         if event is not None:
             return event

@@ -91,8 +91,9 @@ def cuda_tests(device: str, sizes: Sizes, folder: Path) -> dict:
     return {"passed": out.returncode == 0 and ran, "summary": last}
 
 
-def _real_event(device: str, sizes: Sizes, folder: Path, channels: int) -> SparseTensor:
-    """Events of one file overlaid into one image until it holds ``sizes.min_voxels``."""
+def _real_event(sizes: Sizes, folder: Path, channels: int) -> SparseTensor:
+    """Events of one file overlaid into one image until it holds ``sizes.min_voxels``, with
+    random float64 features, on the CPU."""
     path = _sample(folder, sizes.event_px, 12, seed=7)
     sites: set[tuple[int, ...]] = set()
     with open_dataset(path) as events:
@@ -105,15 +106,15 @@ def _real_event(device: str, sizes: Sizes, folder: Path, channels: int) -> Spars
     coords = torch.tensor(sorted(sites), dtype=torch.int64)
     coords = torch.cat([torch.zeros(len(coords), 1, dtype=torch.int64), coords], 1)
     feats = torch.randn(len(coords), channels, generator=torch.Generator().manual_seed(0))
-    return SparseTensor(coords.to(device), feats.double().to(device))
+    return SparseTensor(coords, feats.double())
 
 
-def _op_outputs(op: str, x: SparseTensor, weight: torch.Tensor, autocast: bool) -> list:
+def _op_outputs(op: str, x: SparseTensor, weight: torch.Tensor, amp: bool) -> list:
     """Forward features and the gradients of input features and weight of one op."""
     feats = x.feats.clone().requires_grad_()
     weight = weight.clone().requires_grad_()
     xs = x.with_feats(feats)
-    with torch.autocast(x.feats.device.type, dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(x.feats.device.type, dtype=torch.bfloat16, enabled=amp):
         if op == "submanifold":
             out = submanifold_conv(xs, weight)
         elif op == "strided":
@@ -128,15 +129,15 @@ def _op_outputs(op: str, x: SparseTensor, weight: torch.Tensor, autocast: bool) 
 
 def equivalence(device: str, sizes: Sizes, folder: Path) -> dict:
     channels = 16
-    reference = _real_event("cpu", sizes, folder, channels)
+    reference = _real_event(sizes, folder, channels)
     gen = torch.Generator().manual_seed(1)
     report, passed = {"voxels": len(reference.coords)}, True
     for op, volume in (("submanifold", 27), ("strided", 8), ("transposed", 8)):
         weight = torch.randn(volume, channels, channels, generator=gen, dtype=torch.float64)
-        expected = _op_outputs(op, reference, weight, autocast=False)
+        expected = _op_outputs(op, reference, weight, amp=False)
         x = SparseTensor(reference.coords.to(device), reference.feats.float().to(device))
-        for precision, autocast in (("fp32", False), ("bf16", True)):
-            got = _op_outputs(op, x, weight.float().to(device), autocast)
+        for precision, amp in (("fp32", False), ("bf16", True)):
+            got = _op_outputs(op, x, weight.float().to(device), amp)
             error = max(float((g - e).abs().max() / e.abs().max().clamp(min=1e-30))
                         for g, e in zip(got, expected, strict=True))
             report[f"{op} {precision}"] = error
@@ -188,7 +189,8 @@ def autocast(device: str, sizes: Sizes, folder: Path) -> dict:
     data = str(_sample(folder, sizes.train_px, 100, seed=10))
     iterations = sizes.train_iterations
     low, low_rate = _loss_run(data, iterations, str(folder / "autocast"), amp=True)
-    bf16 = bf16_autocast(True, default_device())
+    trainer = default_device()  # where the trainer runs: the GPU where there is one
+    bf16 = bf16_autocast(True, trainer)
     reference = subprocess.run([sys.executable, "-c", _FP32_CHILD, __file__, data,
                                 str(iterations), str(folder / "fp32")], cwd=ROOT,
                                capture_output=True, text=True,
@@ -204,7 +206,7 @@ def autocast(device: str, sizes: Sizes, folder: Path) -> dict:
     return {"passed": gap <= LOSS_TOLERANCE,
             "summary": f"{iterations} iterations at {sizes.train_px} px: running-mean loss gap "
                        f"{gap:.3f} (tolerance {LOSS_TOLERANCE}); {low_rate:.1f} steps/s on "
-                       f"{device} ({precision}) against {high_rate:.1f} on the CPU (fp32)",
+                       f"{trainer.type} ({precision}) against {high_rate:.1f} on the CPU (fp32)",
             "numbers": {"loss_autocast": low, "loss_fp32": high, "gap": gap, "bf16": bf16,
                         "steps_per_s": {"autocast": low_rate, "fp32": high_rate}}}
 
