@@ -1,6 +1,7 @@
 """The checks a lent GPU is for, in one command that fits its short lease (a few minutes).
 
-1. ``cuda tests``: ``tests/test_sparse_cuda.py`` (skipped, and so failed here, without CUDA).
+1. ``cuda tests``: ``tests/test_sparse_cuda.py`` (not run, and reported as skipped, without
+   CUDA).
 2. ``equivalence``: each sparse op (submanifold, strided and transposed convolution) on the
    device against the CPU engine in float64, which the test suite proves equal to dense
    convolution; on real events (simulated 512 px events overlaid into one image of at least
@@ -79,6 +80,16 @@ def _sample(folder: Path, size: int, n_events: int, seed: int) -> Path:
     if not path.exists():
         simulate(path, n_events, size, seed=seed, progress=False)
     return path
+
+
+def _marked_line(out: subprocess.CompletedProcess, marker: str) -> str:
+    """The child's stdout line after ``marker``; a child that failed or printed none raises
+    with the last line of its stderr."""
+    lines = [x for x in out.stdout.splitlines() if x.startswith(marker)]
+    if out.returncode or not lines:
+        last = (out.stderr.strip().splitlines() or [f"no {marker.strip()} line printed"])[-1]
+        raise RuntimeError(last)
+    return lines[0].removeprefix(marker)
 
 
 def cuda_tests(device: str, sizes: Sizes, folder: Path) -> dict:
@@ -161,7 +172,7 @@ def resources(device: str, sizes: Sizes, folder: Path) -> dict:
     memory = float(infer.loc["dense", "memory (GB)"] / infer.loc["sparse", "memory (GB)"])
     wall = float(infer.loc["dense", "wall time (s)"] / infer.loc["sparse", "wall time (s)"])
     study_memory, study_time = paper.RATIOS_3D
-    return {"passed": not pair["out of memory"].any(),
+    return {"passed": not (pair["out of memory"].any() or cells["out of memory"].any()),
             "summary": f"dense/sparse inference at {sizes.dense_px} px batch 4: memory "
                        f"{memory:.0f}x (study {study_memory}x), time {wall:.1f}x (study "
                        f"{study_time}x)",
@@ -195,10 +206,7 @@ def autocast(device: str, sizes: Sizes, folder: Path) -> dict:
                                 str(iterations), str(folder / "fp32")], cwd=ROOT,
                                capture_output=True, text=True,
                                env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-    line = [x for x in reference.stdout.splitlines() if x.startswith("RESULT ")]
-    if not line:
-        raise RuntimeError((reference.stderr.strip().splitlines() or ["fp32 run failed"])[-1])
-    high, high_rate = json.loads(line[0].removeprefix("RESULT "))
+    high, high_rate = json.loads(_marked_line(reference, "RESULT "))
     window = min(20, iterations)
     smooth = [np.convolve(v, np.ones(window) / window, "valid") for v in (low, high)]
     gap = float(np.abs(smooth[0] - smooth[1]).max())
@@ -232,10 +240,7 @@ def torchrun(device: str, sizes: Sizes, folder: Path) -> dict:
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                           "--nproc-per-node", "1", str(child), data, str(folder / "ddp")],
                          cwd=ROOT, capture_output=True, text=True, env=env)
-    line = [x for x in out.stdout.splitlines() if x.startswith("BACKEND ")]
-    if out.returncode or not line:
-        raise RuntimeError((out.stderr.strip().splitlines() or ["torchrun failed"])[-1])
-    _, backend, world = line[0].split()
+    backend, world = _marked_line(out, "BACKEND ").split()
     expected = "nccl" if device.startswith("cuda") else "gloo"
     return {"passed": backend == expected,
             "summary": f"backend {backend} (expected {expected}), world size {world}"}

@@ -1,5 +1,5 @@
-"""The time-to-accuracy benchmark's baseline (today's training loop on a pinned commit's engine
-and network) still trains: the two halves drift apart as the package changes."""
+"""The benchmark scripts still run as the package changes: the time-to-accuracy baseline (today's
+training loop on a pinned commit's engine and network) and the GPU device check's steps."""
 
 import json
 import os
@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from analysis_lib.train import read_log, train
+from analysis_lib.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,3 +47,17 @@ def test_device_check_runs_small_on_the_cpu(tmp_path):
     assert [steps[s]["passed"] for s in ("cuda tests", "equivalence", "autocast")] == \
         [None, True, True]
     assert steps["equivalence"]["numbers"]["submanifold fp32"] < 1e-5
+
+
+def test_torchrun_with_one_process_trains_through_a_process_group_like_a_plain_run(tmp_path):
+    """One process under torchrun takes the process-group path (how one GPU checks nccl: the
+    device check's torchrun step); its losses are a plain run's."""
+    check = runpy.run_path(str(ROOT / "benchmarks" / "device_check.py"))
+    result = check["torchrun"]("cpu", check["QUICK"], tmp_path)
+    assert result["passed"], result["summary"]
+    assert "backend gloo" in result["summary"]
+    data = next(tmp_path.glob("events_32px_*.h5"))
+    train(TrainConfig(data=str(data), depth=3, filters=4, batch_size=2, iterations=3,
+                      checkpoint_every=3), tmp_path / "plain", progress=False)
+    np.testing.assert_array_equal(read_log(tmp_path / "ddp")["loss"],
+                                  read_log(tmp_path / "plain")["loss"])

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -125,35 +123,6 @@ def test_two_gloo_processes_average_to_the_union_batch_gradient(tiny_sample, tmp
     event_loss(logits, batch.labels, batch.coords[:, 0], batch.n_events).backward()
     for ddp_grad, grad in zip(torch.load(out), _grads(model), strict=True):
         torch.testing.assert_close(ddp_grad, grad, rtol=1e-5, atol=1e-7)
-
-
-_TORCHRUN_CHILD = """
-import sys, torch.distributed as dist
-from analysis_lib.train import train
-from analysis_lib.train_config import TrainConfig
-train(TrainConfig(data=sys.argv[1], depth=3, filters=4, batch_size=2, iterations=3),
-      sys.argv[2], progress=False)
-print("BACKEND", dist.get_backend() if dist.is_initialized() else None)
-"""
-
-
-def test_torchrun_with_one_process_trains_through_a_process_group_like_a_plain_run(
-        tiny_sample, tmp_path):
-    """One process under torchrun takes the process-group path (how one GPU checks nccl);
-    its losses are a plain run's."""
-    script = tmp_path / "child.py"
-    script.write_text(_TORCHRUN_CHILD)
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK")}
-    child = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                            "--nproc-per-node", "1", str(script), str(tiny_sample),
-                            str(tmp_path / "torchrun")], capture_output=True, text=True,
-                           env={**env, "CUDA_VISIBLE_DEVICES": ""})
-    assert child.returncode == 0, child.stderr[-2000:]
-    assert "BACKEND gloo" in child.stdout
-    train(TrainConfig(data=str(tiny_sample), depth=3, filters=4, batch_size=2, iterations=3),
-          tmp_path / "plain", progress=False)
-    np.testing.assert_array_equal(read_log(tmp_path / "torchrun")["loss"],
-                                  read_log(tmp_path / "plain")["loss"])
 
 
 def test_train_and_evaluate_from_the_command_line(tiny_sample, tmp_path, capsys):
