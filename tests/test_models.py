@@ -58,3 +58,31 @@ def test_bad_arguments(kwargs, word):
     args = {"dim": 3, "depth": 3, "filters": 4} | kwargs
     with pytest.raises(ConfigError, match=word):
         UResNet(**args)
+
+
+def _spatial_weights(model) -> list[torch.Tensor]:
+    """Weights of the convolutions whose two layouts differ (several input channels, kernel > 1)."""
+    return [m.weight for m in model.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)
+            and m.weight.shape[1] > 1 and m.weight.shape[2] > 1]
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_dense_channels_last_layout_gives_the_channels_first_scores(dim):
+    """The dense backend runs channels-last (oneDNN's fast CPU path); the layout changes the
+    speed, not the scores: the same weights channels-first agree."""
+    torch.manual_seed(0)
+    size = 16
+    coords = torch.unique(torch.cat([torch.randint(0, 2, (80, 1)),
+                                     torch.randint(0, size, (80, dim))], 1), dim=0)
+    feats = torch.rand(len(coords), 1)
+    model = UResNet(dim, 3, 4, backend="dense").eval()
+    last = torch.channels_last if dim == 2 else torch.channels_last_3d
+    first = UResNet(dim, 3, 4, backend="dense").eval()
+    first.load_state_dict(model.state_dict())
+    first.use_channels_last(False)
+    assert _spatial_weights(model)
+    assert all(a.is_contiguous(memory_format=last) and not b.is_contiguous(memory_format=last)
+               for a, b in zip(_spatial_weights(model), _spatial_weights(first), strict=True))
+    with torch.no_grad():
+        torch.testing.assert_close(model(coords, feats, size), first(coords, feats, size),
+                                   rtol=1e-5, atol=1e-5)

@@ -128,6 +128,11 @@ def level_planes(depth: int, filters: int, growth: str) -> list[int]:
     return [filters * 2**k for k in range(depth)]
 
 
+def _channels_last(dim: int) -> torch.memory_format:
+    """The channels-last layout of a ``dim``-dimensional image batch."""
+    return torch.channels_last if dim == 2 else torch.channels_last_3d
+
+
 class UResNet(nn.Module):
     """Dense or sparse U-ResNet returning class scores at the nonzero voxels.
 
@@ -167,6 +172,17 @@ class UResNet(nn.Module):
         self.unet = _Level(ops, planes, reps)
         self.head = nn.Sequential(ops.norm(filters), ops.act(),
                                   ops.linear(filters, num_classes, True))
+        self.grid_layout = torch.contiguous_format
+        if backend == "dense":
+            self.use_channels_last()
+
+    def use_channels_last(self, on: bool = True) -> "UResNet":
+        """Lay the dense backend's grids and weights out channels-last (as built: oneDNN's
+        fast path on a CPU: at [3D, 64 px, 5-16], batch 4, on two AVX2 cores, inference 1.45x
+        and a training step 1.6x faster, ``benchmarks/dense_layout.py``) or, with ``on=False``,
+        channels-first; the scores agree to float rounding."""
+        self.grid_layout = _channels_last(self.dim) if on else torch.contiguous_format
+        return self.to(memory_format=self.grid_layout)
 
     def check_image_size(self, size: int) -> None:
         """Raise ConfigError unless ``size`` is divisible by ``2**(depth - 1)``."""
@@ -187,6 +203,7 @@ class UResNet(nn.Module):
         grid = feats.new_zeros((batch_size, feats.shape[1]) + (spatial_size,) * self.dim)
         index = tuple(coords.long().T)
         grid = grid.permute(0, *range(2, 2 + self.dim), 1).index_put(index, feats)
-        grid = grid.permute(0, self.dim + 1, *range(1, self.dim + 1)).contiguous()
+        grid = grid.permute(0, self.dim + 1, *range(1, self.dim + 1))
+        grid = grid.contiguous(memory_format=self.grid_layout)
         out = self.head(self.unet(self.input_conv(grid)))
         return out.permute(0, *range(2, 2 + self.dim), 1)[index]
