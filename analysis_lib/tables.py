@@ -2,8 +2,10 @@
 
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
+from analysis_lib.labels import CLASS_NAMES, NUM_CLASSES
 from analysis_lib.metrics import Evaluation
 from analysis_lib.paper import CLASSWISE_ROWS
 
@@ -58,3 +60,34 @@ def dense_over_sparse(table2: pd.DataFrame, columns: Mapping[str, tuple[str, int
                      "time": table2.loc["wall time test (s)", name]
                      / table2.loc["wall time test (s)", sparse]})
     return pd.DataFrame(rows, columns=["size", "batch", "memory", "time"]).sort_values("size")
+
+
+def mistake_concentration(events: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                          worst: float = 0.1, rows: int = 4) -> pd.DataFrame:
+    """How each of the ``rows`` commonest confusions (true -> predicted class) spreads over the
+    events ``(label, pred, energy)``: its voxels, its share of all mistakes, the share held by
+    the ``worst`` fraction of events that hold most of it, and the mean deposit of its voxels
+    beside that of the true class's voxels classified right. A confusion held by few events, at
+    the deposits of the right voxels, is whole particles given the wrong identity (a matter of
+    context), not voxels whose deposits look like the other class."""
+    n_top = max(1, int(np.ceil(worst * len(events))))
+    counts = np.zeros((len(events), NUM_CLASSES, NUM_CLASSES), np.int64)
+    sums = np.zeros((NUM_CLASSES, NUM_CLASSES))
+    for i, (label, pred, energy) in enumerate(events):
+        np.add.at(counts[i], (label, pred), 1)
+        np.add.at(sums, (label, pred), energy)
+    total = counts.sum(0)
+    wrong = total.sum() - np.trace(total)
+    order = sorted(((t, p) for t in range(NUM_CLASSES) for p in range(NUM_CLASSES)
+                    if t != p and total[t, p]), key=lambda tp: -total[tp])
+    table = []
+    for t, p in order[:rows]:
+        per_event = np.sort(counts[:, t, p])[::-1]
+        table.append({"mistake": f"{CLASS_NAMES[t]} → {CLASS_NAMES[p]}",
+                      "voxels": int(total[t, p]),
+                      "share of all mistakes": total[t, p] / wrong,
+                      f"share in the worst {n_top} events": per_event[:n_top].sum() / total[t, p],
+                      "mean deposit, mistaken (MeV)": sums[t, p] / total[t, p],
+                      "mean deposit, right (MeV)": sums[t, t] / total[t, t] if total[t, t]
+                      else np.nan})
+    return pd.DataFrame(table).set_index("mistake")

@@ -1,12 +1,15 @@
 """Chapter tables from hand-made summaries."""
 
+import numpy as np
 import pandas as pd
+import pytest
 
 from analysis_lib.metrics import Evaluation
 from analysis_lib.tables import (
     classwise_columns,
     dense_over_sparse,
     depth_filter_grid,
+    mistake_concentration,
     with_errors,
 )
 
@@ -46,3 +49,32 @@ def test_dense_over_sparse_pairs_columns_of_equal_size_and_batch():
     assert ratios["size"].tolist() == [64, 128]
     assert ratios["memory"].tolist() == [16.0, 64.0]
     assert ratios["time"].tolist() == [2.0, 15.0]
+
+
+def test_mistake_concentration_by_hand():
+    # ten events; MIP (1) called HIP (0): 5 voxels in event 0, 1 in event 1; shower (2) called
+    # MIP: 1 voxel in each of events 2, 3 and 4
+    events = []
+    for i in range(10):
+        label = np.array([1, 1, 1, 1, 1, 1, 2, 0])
+        pred = label.copy()
+        energy = np.full(8, 1.0)
+        if i == 0:
+            pred[:5] = 0
+            energy[:5] = 3.0
+        if i == 1:
+            pred[0] = 0
+            energy[0] = 9.0
+        if i in (2, 3, 4):
+            pred[6] = 1
+        events.append((label, pred, energy))
+    table = mistake_concentration(events, worst=0.1, rows=4)
+    assert list(table.index) == ["MIP → HIP", "EM shower → MIP"]
+    mip = table.loc["MIP → HIP"]
+    assert mip["voxels"] == 6
+    assert mip["share of all mistakes"] == pytest.approx(6 / 9)
+    assert mip["share in the worst 1 events"] == pytest.approx(5 / 6)
+    assert mip["mean deposit, mistaken (MeV)"] == pytest.approx((5 * 3.0 + 9.0) / 6)
+    assert mip["mean deposit, right (MeV)"] == pytest.approx(1.0)
+    assert table.loc["EM shower → MIP", "share in the worst 1 events"] == pytest.approx(1 / 3)
+    assert len(mistake_concentration(events, rows=1)) == 1
