@@ -80,14 +80,13 @@ def mistake_concentration(events: list[tuple[np.ndarray, np.ndarray, np.ndarray]
     wrong = total.sum() - np.trace(total)
     order = sorted(((t, p) for t in range(NUM_CLASSES) for p in range(NUM_CLASSES)
                     if t != p and total[t, p]), key=lambda tp: -total[tp])
+    columns = ["mistake", "voxels", "share of all mistakes", f"share in the worst {n_top} events",
+               "mean deposit, mistaken (MeV)", "mean deposit, right (MeV)"]
     table = []
     for t, p in order[:rows]:
         per_event = np.sort(counts[:, t, p])[::-1]
-        table.append({"mistake": f"{CLASS_NAMES[t]} → {CLASS_NAMES[p]}",
-                      "voxels": int(total[t, p]),
-                      "share of all mistakes": total[t, p] / wrong,
-                      f"share in the worst {n_top} events": per_event[:n_top].sum() / total[t, p],
-                      "mean deposit, mistaken (MeV)": sums[t, p] / total[t, p],
-                      "mean deposit, right (MeV)": sums[t, t] / total[t, t] if total[t, t]
-                      else np.nan})
-    return pd.DataFrame(table).set_index("mistake")
+        table.append([f"{CLASS_NAMES[t]} → {CLASS_NAMES[p]}", int(total[t, p]),
+                      total[t, p] / wrong, per_event[:n_top].sum() / total[t, p],
+                      sums[t, p] / total[t, p],
+                      sums[t, t] / total[t, t] if total[t, t] else np.nan])
+    return pd.DataFrame(table, columns=columns).set_index("mistake")

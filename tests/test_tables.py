@@ -78,3 +78,5 @@ def test_mistake_concentration_by_hand():
     assert mip["mean deposit, right (MeV)"] == pytest.approx(1.0)
     assert table.loc["EM shower → MIP", "share in the worst 1 events"] == pytest.approx(1 / 3)
     assert len(mistake_concentration(events, rows=1)) == 1
+    perfect = [(label, label, energy) for label, _, energy in events]
+    assert mistake_concentration(perfect).empty
