@@ -73,7 +73,9 @@ class Measurement:
         return cls(mode, device, n_voxels, nan, (), nan, nan, out_of_memory=True)
 
 
-def _run(model: UResNet, batch: Batch, mode: str, optimizer) -> None:
+def run_step(model: UResNet, batch: Batch, mode: str, optimizer) -> None:
+    """One measured unit of work: inference (``mode="inference"``, no gradients) or one
+    training step with ``optimizer``."""
     if mode == "inference":
         with torch.no_grad():
             model(batch.coords, batch.feats, batch.spatial_size)
@@ -109,7 +111,7 @@ def _measure_here(spec: ModelSpec, batch: Batch, mode: str, device: str, repeats
     optimizer = torch.optim.Adam(model.parameters()) if mode == "train" else None
     cuda = device.startswith("cuda")
     for _ in range(warmup):
-        _run(model, batch, mode, optimizer)
+        run_step(model, batch, mode, optimizer)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -119,7 +121,7 @@ def _measure_here(spec: ModelSpec, batch: Batch, mode: str, device: str, repeats
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        _run(model, batch, mode, optimizer)
+        run_step(model, batch, mode, optimizer)
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)

@@ -19,23 +19,10 @@ import torch
 
 from analysis_lib.batching import first_events
 from analysis_lib.models import UResNet
+from analysis_lib.profile import run_step
 from analysis_lib.sim import simulate
-from analysis_lib.train import event_loss
 
 CASES = ((3, 64, 4), (2, 128, 4), (2, 512, 4))  # (dim, image size, batch)
-
-
-def _step(model: UResNet, batch, optimizer) -> None:
-    """Inference when ``optimizer`` is None, else one training step."""
-    if optimizer is None:
-        with torch.no_grad():
-            model(batch.coords, batch.feats, batch.spatial_size)
-        return
-    logits = model(batch.coords, batch.feats, batch.spatial_size)
-    loss = event_loss(logits, batch.labels, batch.coords[:, 0], batch.n_events)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
 
 
 def compare(dim: int, batch, rounds: int) -> dict[str, float]:
@@ -52,7 +39,7 @@ def compare(dim: int, batch, rounds: int) -> dict[str, float]:
             for layout, model in nets.items():
                 model.train(mode == "train")
                 start = time.perf_counter()
-                _step(model, batch, optimizers[layout])
+                run_step(model, batch, mode, optimizers[layout])
                 times.setdefault(f"{mode} {layout}", []).append(time.perf_counter() - start)
     return {k: statistics.median(v[1:] or v) for k, v in times.items()}
 
