@@ -86,7 +86,7 @@ class Experiment:
                 else None if self.config.init is None else file_sha256(self.config.init))
         data = self.data_sha256 or file_sha256(self.config.data)
         fields = {**dataclasses.asdict(self.config), "data": data, "init": init,
-                  "amp": bf16_autocast(self.config.amp, default_device())}
+                  "amp": bf16_autocast(self.config.amp, default_device(), self.config.backend)}
         blob = json.dumps({"config": fields, "code": code_version()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

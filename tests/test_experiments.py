@@ -41,7 +41,8 @@ def test_run_is_cached_and_keyed_by_config(tiny_sample, tmp_path):
 
 
 def test_key_says_whether_this_machine_trains_the_run_in_bf16(tiny_sample, tmp_path, monkeypatch):
-    cfg = TrainConfig(data=str(tiny_sample), depth=3, filters=4)
+    """A dense network: whether the CPU multiplies bf16 natively decides it."""
+    cfg = TrainConfig(data=str(tiny_sample), depth=3, filters=4, backend="dense")
     keys = {}
     for native in (False, True):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)

@@ -420,8 +420,8 @@ def test_bucketed_row_counts_repeat() -> None:
     assert len(shapes) <= 4 * 6 + 1  # 256 .. 16384 rows, then full blocks
 
 
-# The C kernels (fp32, x86-64 with AVX2) against dense float64 convolution: their tiles of 32,
-# 16 and 8 output channels and the masked tail of the rest, one thread and two.
+# The C kernels (fp32, x86-64 with AVX2 or AVX-512) against dense float64 convolution: their
+# tiles of two vectors, one vector and the masked tail of the rest, one thread and two.
 NATIVE = pytest.mark.skipif(native._library() is None,
                             reason="no x86-64 CPU with AVX2 or no C compiler: im2col only")
 FP32_TOL = {"rtol": 1e-4, "atol": 1e-4}
@@ -524,6 +524,30 @@ def test_native_same_bits_on_any_thread_count() -> None:
         assert torch.equal(one, two)
 
 
+@pytest.mark.skipif(native.instruction_set() != "AVX512", reason="no AVX-512 CPU")
+@pytest.mark.parametrize("channels", [(16, 16), (16, 48), (23, 40), (32, 5)])
+def test_native_avx512_build_gives_the_avx2_bits(channels: tuple[int, int],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 16-lane build sums every element in the 8-lane build's order: a training gives the
+    same numbers on either (tiles of two vectors, one, and tails of input and output)."""
+    case = large_case()
+    c_in, c_out = channels
+    gen = torch.Generator().manual_seed(7)
+    x = SparseTensor(case.coords, torch.randn(len(case.coords), c_in, generator=gen))
+    weight = torch.randn(27, c_in, c_out, generator=gen, requires_grad=True)
+    grad = torch.randn(len(case.coords), c_out, generator=gen)
+    results = []
+    for build in ("1", "avx2"):
+        monkeypatch.setenv("ANALYSIS_LIB_NATIVE", build)
+        feats = x.feats.clone().requires_grad_()
+        with mock.patch.object(native, "conv", wraps=native.conv) as spy:
+            out = submanifold_conv(x.with_feats(feats), weight).feats
+            results.append([out, *torch.autograd.grad(out, [feats, weight], grad)])
+        assert spy.call_count == 2
+    for wide, narrow in zip(*results, strict=True):
+        assert torch.equal(wide, narrow)
+
+
 def test_native_falls_back_to_im2col_without_a_compiler(monkeypatch: pytest.MonkeyPatch,
                                                         tmp_path) -> None:
     """No compiler (and nothing compiled yet): one warning, and the im2col path serves."""
@@ -531,7 +555,7 @@ def test_native_falls_back_to_im2col_without_a_compiler(monkeypatch: pytest.Monk
     monkeypatch.setenv("CC", "no-such-compiler")
     monkeypatch.setattr(native.shutil, "which", lambda name: None)
     monkeypatch.setattr(native.tempfile, "gettempdir", lambda: str(tmp_path))
-    native._library.cache_clear()
+    native._build.cache_clear()
     try:
         with pytest.warns(RuntimeWarning, match="no C compiler"):
             assert native._library() is None
@@ -540,7 +564,7 @@ def test_native_falls_back_to_im2col_without_a_compiler(monkeypatch: pytest.Monk
         torch.testing.assert_close(sparse, dense, **TOL)
         assert not native.usable(torch.zeros(2, 2))
     finally:
-        native._library.cache_clear()
+        native._build.cache_clear()
 
 
 def _norm_relu_pair(c: int, momentum: float | None = 0.1

@@ -21,6 +21,7 @@ from analysis_lib.cli import main
 from analysis_lib.data import open_dataset
 from analysis_lib.data.relabel import relabel
 from analysis_lib.errors import ConfigError
+from analysis_lib.sparse import native
 from analysis_lib.train import bf16_autocast, event_loss, read_log, train
 from analysis_lib.train_config import TrainConfig
 
@@ -34,13 +35,19 @@ def test_event_loss_is_the_mean_over_events_of_the_mean_over_voxels():
     assert event_loss(logits, labels, batch, 2).item() == pytest.approx(expected.item())
 
 
+@pytest.mark.parametrize("native_kernels", [False, True])
 @pytest.mark.parametrize("avx512_bf16, amx", [(False, False), (True, False), (False, True)])
 def test_bf16_autocast_on_the_cpu_only_where_it_multiplies_bf16_natively(monkeypatch, avx512_bf16,
-                                                                         amx):
+                                                                         amx, native_kernels):
+    """A CPU with native bf16 trains the dense network in bf16, and the sparse one only where
+    the engine's (faster) fp32 C kernels are not there."""
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    assert bf16_autocast(True, torch.device("cpu")) is (avx512_bf16 or amx)
-    assert bf16_autocast(False, torch.device("cpu")) is False
+    monkeypatch.setattr(native, "available", lambda: native_kernels)
+    cpu = torch.device("cpu")
+    assert bf16_autocast(True, cpu, "dense") is (avx512_bf16 or amx)
+    assert bf16_autocast(True, cpu, "sparse") is ((avx512_bf16 or amx) and not native_kernels)
+    assert bf16_autocast(False, cpu, "dense") is False
     assert bf16_autocast(True, torch.device("cuda", 0)) is True
     assert bf16_autocast(False, torch.device("cuda", 0)) is False
 

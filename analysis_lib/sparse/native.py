@@ -1,4 +1,4 @@
-"""Submanifold convolution in fp32 on x86-64 CPUs with AVX2, compiled from ``native.c``.
+"""Submanifold convolution in fp32 on x86-64 CPUs with AVX2 or AVX-512, compiled from ``native.c``.
 
 im2col multiplies every neighbour slot, absent ones as zeros, and writes the gathered matrix
 to memory before a BLAS call; at a U-ResNet's shapes (N x 27*C by C, C = 16..80) that BLAS
@@ -11,9 +11,11 @@ input and weight gradient 2.1 ms against 5.6-7.9 ms; a training step 2.3-2.9x fa
 
 The library is compiled with the system C compiler on first use (about a second) into the
 user's cache folder (the temporary folder where that is not writable), named by the hash of
-its source and flags. Where there is no x86-64 CPU with AVX2, no compiler, or
-``ANALYSIS_LIB_NATIVE=0`` is set, :func:`usable` is False and the engine keeps its im2col
-path; a compiler that fails is reported once as a warning.
+its source and flags, for the widest vectors the CPU runs: 16 lanes where torch finds
+AVX-512, else 8 (``ANALYSIS_LIB_NATIVE=avx2`` asks for the 8-lane build on an AVX-512 CPU;
+both sum every element in the same order and give the same bits). Where there is no x86-64
+CPU with AVX2, no compiler, or ``ANALYSIS_LIB_NATIVE=0`` is set, :func:`usable` is False and
+the engine keeps its im2col path; a compiler that fails is reported once as a warning.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ import torch
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("native.c")
-FLAGS = ("-O3", "-mavx2", "-mfma", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC")
+FLAGS = ("-O3", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC")
+#: The instruction-set flags of each build, by torch's name for the CPU's capability.
+ISA_FLAGS = {"AVX2": ("-mavx2", "-mfma"), "AVX512": ("-mavx512f", "-mavx2", "-mfma")}
 # Below this many multiply-adds a product runs on one thread: a thread hand-off costs more.
 _PARALLEL_WORK = 1 << 21
 
@@ -59,7 +63,7 @@ def _cache_folder() -> Path:
     return Path(base) / "analysis_lib"
 
 
-def _compile(target: Path) -> None:
+def _compile(target: Path, flags: tuple[str, ...]) -> None:
     """Compile :data:`SOURCE` into ``target``, atomically (training workers may race)."""
     compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if compiler is None:
@@ -67,26 +71,39 @@ def _compile(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(built)],
+        done = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(built)],
                               capture_output=True, text=True)
         if done.returncode:
             raise OSError(f"{compiler} failed: {done.stderr.strip()[:300]}")
         os.replace(built, target)
 
 
-@functools.cache
-def _library() -> ctypes.CDLL | None:
-    """The compiled kernels, or None where this CPU or machine cannot run them."""
-    if platform.machine() not in ("x86_64", "AMD64") or \
-            torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+def instruction_set() -> str | None:
+    """The build this CPU runs: ``"AVX512"`` or ``"AVX2"`` (:data:`ISA_FLAGS`), the latter
+    where ``ANALYSIS_LIB_NATIVE=avx2`` asks for it; None on other CPUs."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if platform.machine() not in ("x86_64", "AMD64") or capability not in ISA_FLAGS:
         return None
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    return "AVX2" if os.environ.get("ANALYSIS_LIB_NATIVE") == "avx2" else capability
+
+
+def _library() -> ctypes.CDLL | None:
+    """The compiled kernels for this CPU, or None where this CPU or machine cannot run them."""
+    isa = instruction_set()
+    return None if isa is None else _build(isa)
+
+
+@functools.cache
+def _build(isa: str) -> ctypes.CDLL | None:
+    """The kernels compiled for ``isa`` (once per process, once per machine on disk)."""
+    flags = (*FLAGS, *ISA_FLAGS[isa])
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode()).hexdigest()[:16]
     name = f"sparse-native-{digest}.so"
     lib, errors = None, []
     for folder in (_cache_folder(), Path(tempfile.gettempdir()) / f"analysis_lib-{os.getuid()}"):
         try:
             if not (folder / name).is_file():
-                _compile(folder / name)
+                _compile(folder / name, flags)
             lib = ctypes.CDLL(str(folder / name))
             break
         except OSError as err:  # an unwritable cache folder: the temporary one next
@@ -105,14 +122,18 @@ def _library() -> ctypes.CDLL | None:
     return lib
 
 
+def available() -> bool:
+    """Whether the C kernels serve fp32 products on this machine: the library loaded, and not
+    switched off by ``ANALYSIS_LIB_NATIVE=0``."""
+    return os.environ.get("ANALYSIS_LIB_NATIVE", "1") != "0" and _library() is not None
+
+
 def usable(*tensors: Tensor) -> bool:
-    """Whether the C kernels take a product of these tensors: fp32 on the CPU, the library
-    loaded, and not switched off by ``ANALYSIS_LIB_NATIVE=0``."""
-    if os.environ.get("ANALYSIS_LIB_NATIVE", "1") == "0":
-        return False
+    """Whether the C kernels take a product of these tensors: fp32 on the CPU and
+    :func:`available`."""
     if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
         return False
-    return tensors[0].shape[0] < 2**31 and _library() is not None
+    return tensors[0].shape[0] < 2**31 and available()
 
 
 def pair_lists(columns: Tensor) -> PairLists:
