@@ -38,7 +38,6 @@ from analysis_lib.files import (
     write_text,
 )
 from analysis_lib.models import UResNet
-from analysis_lib.sparse import native
 from analysis_lib.train_config import TrainConfig
 
 
@@ -87,6 +86,10 @@ def bf16_autocast(requested: bool, device: torch.device, backend: str = "sparse"
         return requested
     if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
         return False
+    # imported here: benchmarks/time_to_accuracy.py runs this module, in fp32, over a pinned
+    # engine that has no C kernels
+    from analysis_lib.sparse import native
+
     return backend != "sparse" or not native.available()
 
 

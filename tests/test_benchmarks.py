@@ -24,10 +24,11 @@ def test_time_to_accuracy_baseline_package_trains(tiny_sample, tmp_path):
                       capture_output=True).returncode:
         pytest.skip(f"commit {commit} is not in this clone's history")
     root = bench["hybrid_package"](tmp_path / "baseline", commit)
+    assert bench["RECIPES"]["baseline"]["amp"] is False  # the pinned engine trains in fp32
     child = ("import sys; from analysis_lib.train import train; "
              "from analysis_lib.train_config import TrainConfig; "
              "train(TrainConfig(data=sys.argv[1], depth=3, filters=4, batch_size=2, "
-             "iterations=2, checkpoint_every=2), sys.argv[2], progress=False)")
+             "iterations=2, checkpoint_every=2, amp=False), sys.argv[2], progress=False)")
     out = subprocess.run([sys.executable, "-c", child, str(tiny_sample), str(tmp_path / "run")],
                          cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
                          capture_output=True, text=True)
