@@ -18,7 +18,7 @@ has one pair per fine site, a linear layer one per site), three times that per s
 Both children run ``--threads`` torch threads: 2 (this machine's cores) by default; 1 is how
 each of the ci build's two training workers runs.
 
-    python benchmarks/train_step.py [--sizes 128 192 512] [--rounds 5] [--dtype bf16] [--threads 1]
+    python benchmarks/train_step.py [--sizes 128 192 512] [--rounds 5] [--dtype fp32] [--threads 1]
 """
 
 from __future__ import annotations
@@ -180,9 +180,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(CI_SETS),
                         choices=list(CI_SETS))
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="bf16",
-                        help="autocast dtype of the working tree's engine (train.py: bf16 "
-                             "when amp is on, its default)")
+    parser.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="precision of the working tree's engine (auto: the one train.py "
+                             "trains the sparse network in on this CPU)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="torch threads of each engine's process (default: the cores)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -193,6 +193,12 @@ def main() -> None:
         _child(args.child, args.dtype, args.threads, args.batches, args.paths)
         return
     sys.path.insert(0, str(REPO))
+    if args.dtype == "auto":
+        import torch
+
+        from analysis_lib.train import bf16_autocast
+
+        args.dtype = "bf16" if bf16_autocast(True, torch.device("cpu")) else "fp32"
     n_batches = args.rounds * STEPS_PER_ROUND + WARMUP_STEPS
     samples = [_sample(size) for size in args.sizes]
     stats = [_conv_flops(path, n_batches) for path in samples]
