@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from analysis_lib.train import read_log, train
 from analysis_lib.train_config import TrainConfig
@@ -34,6 +35,17 @@ def test_time_to_accuracy_baseline_package_trains(tiny_sample, tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "run" / "checkpoint_2.pt").exists()
+
+
+def test_spconv_weight_layout_puts_each_offset_where_spconv_reads_it():
+    """spconv's (C_out, 3, 3, 3, C_in) weight at kernel position (a, b, c) is this engine's
+    offset 9a + 3b + c (the layout checked against spconv's output on a hand-made case)."""
+    convert = runpy.run_path(str(ROOT / "benchmarks" / "spconv_compare.py"))["spconv_weight"]
+    w = torch.randn(27, 2, 3)
+    out = convert(w)
+    assert out.shape == (3, 3, 3, 3, 2)
+    for a, b, c, i, o in [(0, 0, 0, 0, 0), (1, 2, 0, 1, 2), (2, 1, 2, 0, 1)]:
+        assert out[o, a, b, c, i] == w[9 * a + 3 * b + c, i, o]
 
 
 def test_device_check_runs_small_on_the_cpu(tmp_path):
