@@ -80,15 +80,19 @@ def _compile(target: Path, flags: tuple[str, ...]) -> None:
 
 def instruction_set() -> str | None:
     """The build this CPU runs: ``"AVX512"`` or ``"AVX2"`` (:data:`ISA_FLAGS`), the latter
-    where ``ANALYSIS_LIB_NATIVE=avx2`` asks for it; None on other CPUs."""
+    where ``ANALYSIS_LIB_NATIVE=avx2`` asks for it; None on other CPUs and where
+    ``ANALYSIS_LIB_NATIVE=0`` switches the kernels off."""
+    setting = os.environ.get("ANALYSIS_LIB_NATIVE", "1")
     capability = torch.backends.cpu.get_cpu_capability()
-    if platform.machine() not in ("x86_64", "AMD64") or capability not in ISA_FLAGS:
+    if setting == "0" or platform.machine() not in ("x86_64", "AMD64") or \
+            capability not in ISA_FLAGS:
         return None
-    return "AVX2" if os.environ.get("ANALYSIS_LIB_NATIVE") == "avx2" else capability
+    return "AVX2" if setting == "avx2" else capability
 
 
 def _library() -> ctypes.CDLL | None:
-    """The compiled kernels for this CPU, or None where this CPU or machine cannot run them."""
+    """The compiled kernels for this CPU, or None where this CPU or machine cannot run them or
+    they are switched off."""
     isa = instruction_set()
     return None if isa is None else _build(isa)
 
@@ -123,9 +127,9 @@ def _build(isa: str) -> ctypes.CDLL | None:
 
 
 def available() -> bool:
-    """Whether the C kernels serve fp32 products on this machine: the library loaded, and not
-    switched off by ``ANALYSIS_LIB_NATIVE=0``."""
-    return os.environ.get("ANALYSIS_LIB_NATIVE", "1") != "0" and _library() is not None
+    """Whether the C kernels serve fp32 products on this machine (:func:`instruction_set`,
+    and the library loaded)."""
+    return _library() is not None
 
 
 def usable(*tensors: Tensor) -> bool:
