@@ -78,10 +78,9 @@ def bf16_autocast(requested: bool, device: torch.device, backend: str = "sparse"
     CPU only where it multiplies bf16 natively (AVX-512 BF16 or AMX), and for the sparse
     backend only where the engine's fp32 C kernels are not available. Elsewhere oneDNN emulates
     bf16 matmuls far below fp32 speed (an AVX2 EPYC: 2.3 GFLOP/s against 45 in fp32 at the
-    network's shapes, a training step 10x slower), and on a Zen 5 EPYC with AVX-512 BF16 the
-    sparse step is faster in fp32 through the C kernels (128 px, batch 16, one thread: 0.20 s
-    against 0.28 s in bf16 through oneDNN) while the dense one is faster in bf16 (2D 128 px,
-    batch 4: 0.098 s against 0.160 s)."""
+    network's shapes, a training step 10x slower). The sparse network trains in fp32 where the
+    C kernels serve it even on a CPU with AVX-512 BF16, whose bf16 kernels ``torch.autocast``
+    reaches: ``benchmarks/train_step.py --dtype bf16`` measures what a whole step gains."""
     if not requested or device.type != "cpu":
         return requested
     if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):

@@ -6,7 +6,8 @@ backward, which computes both the input and the weight gradient).
 
 On the CPU in fp32 the submanifold convolution runs in the C kernels of
 ``analysis_lib.sparse.native``; its rows marked ``im2col`` time the same op on the engine's
-other path (``ANALYSIS_LIB_NATIVE=0``) in the same run.
+other path (``ANALYSIS_LIB_NATIVE=0``) in the same run, and on a CPU with AVX-512 BF16 its rows
+marked ``bf16`` the C kernels' bf16 products (under ``torch.autocast``, fp32 sums).
 
 Run ``python benchmarks/sparse_ops.py`` (``--quick`` for a small run, ``--device cuda``
 or ``--device all`` for GPU columns).
@@ -19,7 +20,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -112,6 +113,11 @@ def median_ms(fn: Callable[[], object], device: torch.device, budget_s: float) -
     return 1e3 * statistics.median(once() for _ in range(repeats))
 
 
+def bf16_autocast() -> AbstractContextManager:
+    """CPU bf16 autocast, which the C kernels' bf16 products take."""
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
 @contextmanager
 def im2col_only() -> Iterator[None]:
     """The engine's im2col path while inside (the C kernels switched off)."""
@@ -168,13 +174,16 @@ def bench_case(
     if native.usable(x.feats, w_sub):
         cases.insert(1, ("subm conv 3^3 im2col", lambda: submanifold_conv(x, w_sub), w_sub,
                          kmap.num_pairs))
+    if device.type == "cpu" and native.bf16_available():
+        cases.insert(1, ("subm conv 3^3 bf16", lambda: submanifold_conv(x, w_sub), w_sub,
+                         kmap.num_pairs))
     coarse = strided_conv(x, w_two).feats.detach().requires_grad_()
     x_coarse = SparseTensor.derived(coarse, 2, x.cache)
     cases.append(
         ("transposed conv", lambda: transposed_conv(x_coarse, w_two), w_two, down.num_pairs)
     )
     for name, op, weight, pairs in cases:
-        path = im2col_only if name.endswith("im2col") else nullcontext
+        path = {"im2col": im2col_only, "bf16": bf16_autocast}.get(name.split()[-1], nullcontext)
         with torch.no_grad(), path():
             flops_row(f"{name} fwd", pairs, median_ms(op, device, budget_s), 1)
         with path():

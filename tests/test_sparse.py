@@ -11,6 +11,7 @@ import torch.nn.functional as tnf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from analysis_lib.errors import EngineError
 from analysis_lib.sparse import (
     SparseTensor,
     from_dense,
@@ -357,7 +358,8 @@ def test_to_dense_from_dense_gradients() -> None:
 @pytest.mark.parametrize("op", ["subm3", "subm3_blocked", "strided", "transposed"])
 def test_bf16_autocast_close_to_fp32(op: str) -> None:
     """Under CPU bf16 autocast the ops compute in bf16 and return fp32 gradients whose
-    relative (Frobenius) error against fp32 stays below 2e-2."""
+    relative (Frobenius) error against fp32 stays below 2e-2; the output is bf16, or fp32
+    where the C kernels sum the bf16 products (submanifold, AVX-512 BF16)."""
     gen = torch.Generator().manual_seed(3)
     coords = (torch.rand(2, 12, 12, 12, generator=gen) < 0.3).nonzero()
     case = Case(coords, 2, (12, 12, 12), 16, 16, 9)
@@ -368,7 +370,8 @@ def test_bf16_autocast_close_to_fp32(op: str) -> None:
             low = _run_bf16(op, case)
     for quantity, value in low.items():
         ref = exact[quantity][0].float()
-        assert value.dtype == (torch.bfloat16 if quantity == "forward" else torch.float32)
+        fp32_sums = quantity != "forward" or (op.startswith("subm") and native.bf16_available())
+        assert value.dtype == (torch.float32 if fp32_sums else torch.bfloat16)
         assert (value.float() - ref).norm() < 2e-2 * ref.norm(), quantity
 
 
@@ -433,11 +436,11 @@ def _native_against_dense(case: Case, edge: int, threads: int = 1) -> None:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with mock.patch.object(native, "conv", wraps=native.conv) as spy:
+        with mock.patch.object(native, "_product", wraps=native._product) as spy:
             results = run_both(f"subm{edge}", case, sparse_dtype=torch.float32)
     finally:
         torch.set_num_threads(before)
-    assert spy.call_count == 2  # forward and input gradient (through conv_input_grad)
+    assert spy.call_count == 2  # forward and input gradient
     for sparse, dense in results.values():
         sparse, dense = sparse.detach().double(), dense.detach()
         scale = (float(dense.abs().max()) if dense.numel() else 0.0) or 1.0
@@ -493,7 +496,7 @@ def test_native_switched_off_takes_im2col(monkeypatch: pytest.MonkeyPatch) -> No
     gen = torch.Generator().manual_seed(3)
     x = SparseTensor(case.coords, torch.randn(len(case.coords), 8, generator=gen))
     weight = torch.randn(27, 8, 16, generator=gen)
-    with mock.patch.object(native, "conv", wraps=native.conv) as spy:
+    with mock.patch.object(native, "_product", wraps=native._product) as spy:
         fused = submanifold_conv(x, weight).feats
         monkeypatch.setenv("ANALYSIS_LIB_NATIVE", "0")
         im2col = submanifold_conv(x, weight).feats
@@ -524,28 +527,133 @@ def test_native_same_bits_on_any_thread_count() -> None:
         assert torch.equal(one, two)
 
 
-@pytest.mark.skipif(native.instruction_set() != "AVX512", reason="no AVX-512 CPU")
+def _native_conv_and_grads(x: SparseTensor, weight: torch.Tensor, grad: torch.Tensor,
+                           bf16: bool = False) -> list[torch.Tensor]:
+    """Output, input and weight gradient of a submanifold convolution through the C kernels
+    (fp32 tensors; with ``bf16`` under CPU bf16 autocast)."""
+    feats, weight = x.feats.clone().requires_grad_(), weight.clone().requires_grad_()
+    with mock.patch.object(native, "_product", wraps=native._product) as spy:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = submanifold_conv(x.with_feats(feats), weight).feats
+        result = [out, *torch.autograd.grad(out, [feats, weight], grad)]
+    assert spy.call_count == 2  # forward and input gradient
+    return result
+
+
+@pytest.mark.skipif(not str(native.instruction_set()).startswith("AVX512"),
+                    reason="no AVX-512 CPU")
 @pytest.mark.parametrize("channels", [(16, 16), (16, 48), (23, 40), (32, 5)])
-def test_native_avx512_build_gives_the_avx2_bits(channels: tuple[int, int],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """The 16-lane build sums every element in the 8-lane build's order: a training gives the
-    same numbers on either (tiles of two vectors, one, and tails of input and output)."""
+def test_native_fp32_bits_same_in_every_build(channels: tuple[int, int],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 16-lane builds (with bf16 products, and the fp32 one ``ANALYSIS_LIB_NATIVE=fp32``
+    asks for) sum every fp32 element in the 8-lane build's order: a training gives the same
+    numbers on any of them (tiles of two vectors, one, and tails of input and output)."""
     case = large_case()
     c_in, c_out = channels
     gen = torch.Generator().manual_seed(7)
     x = SparseTensor(case.coords, torch.randn(len(case.coords), c_in, generator=gen))
-    weight = torch.randn(27, c_in, c_out, generator=gen, requires_grad=True)
+    weight = torch.randn(27, c_in, c_out, generator=gen)
     grad = torch.randn(len(case.coords), c_out, generator=gen)
     results = []
-    for build in ("1", "avx2"):
+    for build in ("1", "fp32", "avx2"):
         monkeypatch.setenv("ANALYSIS_LIB_NATIVE", build)
-        feats = x.feats.clone().requires_grad_()
-        with mock.patch.object(native, "conv", wraps=native.conv) as spy:
-            out = submanifold_conv(x.with_feats(feats), weight).feats
-            results.append([out, *torch.autograd.grad(out, [feats, weight], grad)])
-        assert spy.call_count == 2
-    for wide, narrow in zip(*results, strict=True):
-        assert torch.equal(wide, narrow)
+        results.append(_native_conv_and_grads(x, weight, grad))
+    for widest, other in [(results[0], r) for r in results[1:]]:
+        for a, b in zip(widest, other, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_native_setting_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANALYSIS_LIB_NATIVE", "bf32")
+    with pytest.raises(EngineError, match="ANALYSIS_LIB_NATIVE='bf32' is none of 1, fp32"):
+        native.instruction_set()
+
+
+# bf16 keeps 8 significant bits: rounding an operand moves it by at most u = 2**-8 of itself,
+# so a product of two rounded operands lies within (1 + u)**2 - 1 = 2u + u**2 of the exact one,
+# and fp32 sums of L such products add at most L * 2**-24 of the sum of their magnitudes. Each
+# element of the output and of both gradients therefore lies within
+# (2u + u**2 + L * 2**-24) * sum |a| |b| of the float64 result on the unrounded operands, L the
+# element's reduction length: K * C_in (forward), K * C_out (input gradient), the offset's
+# pair count (weight gradient, at most N).
+BF16 = pytest.mark.skipif(not native.bf16_available(),
+                          reason="no CPU with AVX-512 BF16, or no C compiler")
+BF16_U = 2.0**-8
+
+
+def _dense_subm3(feats: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor, case: Case
+                 ) -> list[torch.Tensor]:
+    """Output and both gradients of the float64 dense 3^3 convolution read at the sites."""
+    feats, weight = feats.double().requires_grad_(), weight.double().requires_grad_()
+    dim = case.coords.shape[1] - 1
+    dense = dense_of(feats, case.coords, case.batch, case.shape)
+    conv = tnf.conv2d if dim == 2 else tnf.conv3d
+    out = read_at(conv(dense, as_torch_weight(weight, 3, dim, False).contiguous(), padding=1),
+                  case.coords)
+    return [out, *torch.autograd.grad(out, [feats, weight], grad.double())]
+
+
+@BF16
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("channels", [(1, 16), (3, 5), (16, 16), (23, 40), (48, 80)])
+def test_native_bf16_within_its_rounding_of_dense(channels: tuple[int, int], threads: int
+                                                  ) -> None:
+    """Over 2048 sites, every forward tile (two vectors, one, a masked tail), an odd and a
+    single input channel (padded to a word), weight-gradient tiles and their rests."""
+    case = large_case()
+    c_in, c_out = channels
+    case = Case(case.coords, case.batch, case.shape, c_in, c_out, case.seed)
+    gen = torch.Generator().manual_seed(11)
+    n = len(case.coords)
+    x = SparseTensor(case.coords, torch.randn(n, c_in, generator=gen))
+    weight = torch.randn(27, c_in, c_out, generator=gen)
+    grad = torch.randn(n, c_out, generator=gen)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        low = _native_conv_and_grads(x, weight, grad, bf16=True)
+    finally:
+        torch.set_num_threads(before)
+    exact = _dense_subm3(x.feats, weight, grad, case)
+    magnitude = _dense_subm3(x.feats.abs(), weight.abs(), grad.abs(), case)
+    lengths = (27 * c_in, 27 * c_out, n)
+    for value, ref, size, length in zip(low, exact, magnitude, lengths, strict=True):
+        assert value.dtype == torch.float32  # fp32 sums, not rounded to bf16
+        error = (value.double() - ref.detach()).abs() / size.detach()
+        assert error.max() <= 2 * BF16_U + BF16_U**2 + length * 2.0**-24
+        assert error.max() > 2.0**-16  # the operands were rounded (fp32: below 2**-22)
+
+
+@BF16
+def test_native_bf16_same_bits_on_any_thread_count() -> None:
+    """As the fp32 kernels: one thread sums each output row and each offset's weight
+    gradient, in a fixed order, so runs repeat bit for bit on one thread and on two."""
+    case = large_case()
+    gen = torch.Generator().manual_seed(5)
+    x = SparseTensor(case.coords, torch.randn(len(case.coords), 16, generator=gen))
+    weight = torch.randn(27, 16, 24, generator=gen)
+    grad = torch.randn(len(case.coords), 24, generator=gen)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 2):
+            torch.set_num_threads(threads)
+            results.append(_native_conv_and_grads(x, weight, grad, bf16=True))
+    finally:
+        torch.set_num_threads(before)
+    for run in results[1:]:
+        for a, b in zip(results[0], run, strict=True):
+            assert torch.equal(a, b)
+
+
+@BF16
+def test_native_fp32_override_keeps_bf16_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ANALYSIS_LIB_NATIVE=fp32`` loads the fp32 build: autocast's bf16 products go to
+    im2col, fp32 ones to the C kernels, as on a CPU without AVX-512 BF16."""
+    monkeypatch.setenv("ANALYSIS_LIB_NATIVE", "fp32")
+    assert native.instruction_set() == "AVX512" and not native.bf16_available()
+    low = torch.zeros(4, 2, dtype=torch.bfloat16)
+    assert not native.takes_product(low, low) and native.takes_product(low.float())
 
 
 def test_native_falls_back_to_im2col_without_a_compiler(monkeypatch: pytest.MonkeyPatch,

@@ -187,10 +187,11 @@ def submanifold_forward(f: Tensor, w: Tensor, kmap: NeighbourMap) -> Tensor:
 
     One GEMM over all K offsets, zeros included, beats a gather-matmul-scatter per offset of
     torch ops on the CPU: the sites of a U-Net level have about half their neighbours, and the
-    op overhead of K small products costs more than the doubled arithmetic. In fp32 on an AVX2
-    CPU the C kernels of :mod:`~analysis_lib.sparse.native` multiply the present pairs only.
+    op overhead of K small products costs more than the doubled arithmetic. Where the C kernels
+    of :mod:`~analysis_lib.sparse.native` take the product (fp32, or bf16 on a CPU with
+    AVX-512 BF16) they multiply the present pairs only, and return fp32.
     """
-    if native.usable(f, w):
+    if native.takes_product(f, w):
         return native.conv(f, kmap.pair_lists, w)
     n_off, c_in, c_out = w.shape
     w_flat = w.reshape(n_off * c_in, c_out)
@@ -211,7 +212,7 @@ def submanifold_backward(
     Without ``grad_x`` (the input layer, one channel) the narrower im2col matrix of ``f``
     gives ``grad_w``.
     """
-    if native.usable(f, w, g):
+    if native.takes_product(f, w, g):
         lists = kmap.pair_lists
         gx = native.conv_input_grad(g, lists, w) if need_x else None
         return gx, native.conv_weight_grad(f, lists, g) if need_w else None

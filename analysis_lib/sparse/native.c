@@ -1,5 +1,6 @@
-/* Submanifold convolution in fp32 for x86-64 CPUs with AVX2 and FMA, or AVX-512 (loaded by
- * native.py, which compiles this file once for each).
+/* Submanifold convolution for x86-64 CPUs: fp32 products with AVX2 and FMA or AVX-512, and
+ * bf16 products accumulated in fp32 with AVX-512 BF16 (loaded by native.py, which compiles this
+ * file once for each).
  *
  * The kernel map arrives as pair lists by offset: the pairs (out, in) of offset k are
  * k_out[k_ptr[k]:k_ptr[k+1]], k_in[...], sorted by out. Only present neighbours are
@@ -13,6 +14,12 @@
  * is not a multiple of W ends in one masked tile (TAIL). Every output element is summed in
  * the same order (offsets, then input channels or pairs) whatever W and the tiles are, so
  * both builds give the same bits.
+ *
+ * bf16: vdpbf16ps multiplies 16 pairs of bf16 numbers and adds each pair's two products to one
+ * fp32 lane. The same tiles run on 4-byte words that hold a pair each (two neighbouring input
+ * channels of a row, the weights packed to match, see pack_weights_bf16), so the reduction
+ * takes half the steps at twice the products per instruction. The weight gradient reduces over
+ * pairs of the kernel map: its rows are first packed two pairs to a word (pack_rows_bf16).
  */
 #include <immintrin.h>
 #include <math.h>
@@ -31,6 +38,9 @@
 #define FWD_R1 8
 #define GRAD_CU2 12
 #define GRAD_CU1 16
+/* bf16 forward tiles: more accumulators hide vdpbf16ps's longer latency. */
+#define FWD_R2_BF 8
+#define FWD_R1_BF 16
 typedef __m512 vec;
 typedef __mmask16 vmask;
 INL vmask lanes(int left) { return (vmask)((1u << left) - 1u); }
@@ -45,6 +55,12 @@ INL vec broadcast(const float *p) { return _mm512_set1_ps(*p); }
 INL vec madd(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
 INL vec add(vec a, vec b) { return _mm512_add_ps(a, b); }
 INL vec zero(void) { return _mm512_setzero_ps(); }
+#ifdef __AVX512BF16__
+/* c + a0 b0 + a1 b1 in each lane, a and b holding a pair of bf16 numbers per lane. */
+INL vec dot_pairs(vec a, vec b, vec c) {
+  return _mm512_dpbf16_ps(c, (__m512bh)_mm512_castps_si512(a), (__m512bh)_mm512_castps_si512(b));
+}
+#endif
 #else
 /* 16 registers of 8 lanes: tiles of 12 accumulators (32 output channels wide ran at 80 % of
  * the speed of these). */
@@ -54,6 +70,8 @@ INL vec zero(void) { return _mm512_setzero_ps(); }
 #define FWD_R1 12
 #define GRAD_CU2 6
 #define GRAD_CU1 8
+#define FWD_R2_BF FWD_R2
+#define FWD_R1_BF FWD_R1
 typedef __m256 vec;
 typedef __m256i vmask;
 static const int32_t MASK_SOURCE[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -71,6 +89,13 @@ INL vec madd(vec a, vec b, vec c) { return _mm256_fmadd_ps(a, b, c); }
 INL vec add(vec a, vec b) { return _mm256_add_ps(a, b); }
 INL vec zero(void) { return _mm256_setzero_ps(); }
 #endif
+#ifndef __AVX512BF16__
+/* Builds without AVX-512 BF16 instantiate the tiles with BF = 0 only: never called. */
+INL vec dot_pairs(vec a, vec b, vec c) { (void)a; (void)b; return c; }
+#endif
+
+/* One step of a tile: c + a b (fp32) or c + the pair products of a and b (BF). */
+INL vec step(vec a, vec b, vec c, const int BF) { return BF ? dot_pairs(a, b, c) : madd(a, b, c); }
 
 /* Pair lists by offset of a kernel map col (n, K), whose entry n marks an absent neighbour. */
 void neighbour_lists(const int64_t *col, int64_t n, int K, int64_t *k_ptr, int32_t *k_out,
@@ -92,10 +117,11 @@ void neighbour_lists(const int64_t *col, int64_t n, int K, int64_t *k_ptr, int32
     }
 }
 
-/* out[pout[r], c0:c0+W*NV] += x[pin[r], :] @ wk[:, c0:c0+W*NV] for the R pairs r. */
+/* out[pout[r], c0:c0+W*NV] += x[pin[r], :] @ wk[:, c0:c0+W*NV] for the R pairs r; with BF,
+ * x and wk hold bf16 pairs in their ci words (see the top). */
 INL void pair_tile(const float *x, const int32_t *pout, const int32_t *pin, const float *wk,
                    float *out, int ci, int co, int c0, const int R, const int NV,
-                   const int TAIL, vmask mask) {
+                   const int TAIL, vmask mask, const int BF) {
   vec acc[MAXACC];
   const float *in[MAXACC];
   float *to[MAXACC];
@@ -109,7 +135,7 @@ INL void pair_tile(const float *x, const int32_t *pout, const int32_t *pin, cons
     for (int v = 0; v < NV; v++) wv[v] = load(wk + (int64_t)c * co + c0 + W * v, TAIL, mask);
     for (int r = 0; r < R; r++) {
       vec b = broadcast(in[r] + c);
-      for (int v = 0; v < NV; v++) acc[r * NV + v] = madd(b, wv[v], acc[r * NV + v]);
+      for (int v = 0; v < NV; v++) acc[r * NV + v] = step(b, wv[v], acc[r * NV + v], BF);
     }
   }
   for (int r = 0; r < R; r++)
@@ -118,10 +144,11 @@ INL void pair_tile(const float *x, const int32_t *pout, const int32_t *pin, cons
 
 INL void pair_run(const float *x, const int32_t *pout, const int32_t *pin, int64_t np,
                   const float *wk, float *out, int ci, int co, int c0, const int R,
-                  const int NV, const int TAIL, vmask mask) {
+                  const int NV, const int TAIL, vmask mask, const int BF) {
   int64_t p = 0;
-  for (; p + R <= np; p += R) pair_tile(x, pout + p, pin + p, wk, out, ci, co, c0, R, NV, TAIL, mask);
-  for (; p < np; p++) pair_tile(x, pout + p, pin + p, wk, out, ci, co, c0, 1, NV, TAIL, mask);
+  for (; p + R <= np; p += R)
+    pair_tile(x, pout + p, pin + p, wk, out, ci, co, c0, R, NV, TAIL, mask, BF);
+  for (; p < np; p++) pair_tile(x, pout + p, pin + p, wk, out, ci, co, c0, 1, NV, TAIL, mask, BF);
 }
 
 static int64_t lower_bound(const int32_t *a, int64_t lo, int64_t hi, int64_t value) {
@@ -133,31 +160,42 @@ static int64_t lower_bound(const int32_t *a, int64_t lo, int64_t hi, int64_t val
   return lo;
 }
 
+/* Rows r0..r1 of out (n, co) = sum_k x[k_in] @ w[k] at k_out; w is (K, ci, co), with BF ci
+ * counting words of bf16 pairs. */
+INL void conv_block(const float *x, const int64_t *k_ptr, const int32_t *k_out,
+                    const int32_t *k_in, const float *w, float *out, int64_t r0, int64_t r1,
+                    int K, int ci, int co, const int BF) {
+  memset(out + r0 * co, 0, sizeof(float) * (size_t)((r1 - r0) * co));
+  for (int k = 0; k < K; k++) {
+    int64_t p0 = lower_bound(k_out, k_ptr[k], k_ptr[k + 1], r0);
+    int64_t p1 = lower_bound(k_out, p0, k_ptr[k + 1], r1);
+    const int32_t *po = k_out + p0, *pi = k_in + p0;
+    const float *wk = w + (int64_t)k * ci * co;
+    int64_t np = p1 - p0;
+    int c0 = 0;
+    if (np == 0) continue;
+    for (; co - c0 >= 2 * W; c0 += 2 * W)
+      pair_run(x, po, pi, np, wk, out, ci, co, c0, BF ? FWD_R2_BF : FWD_R2, 2, 0, lanes(W), BF);
+    for (; co - c0 >= W; c0 += W)
+      pair_run(x, po, pi, np, wk, out, ci, co, c0, BF ? FWD_R1_BF : FWD_R1, 1, 0, lanes(W), BF);
+    if (c0 < co)
+      pair_run(x, po, pi, np, wk, out, ci, co, c0, BF ? FWD_R1_BF : FWD_R1, 1, 1, lanes(co - c0),
+               BF);
+  }
+}
+
 /* out (n, co) = sum_k x[k_in] @ w[k] at k_out; w is (K, ci, co). Rows are taken in blocks
  * that stay in cache while every offset adds into them, the blocks shared among threads
- * (OpenMP: torch's own runtime, libgomp, which the process has loaded already). */
+ * (OpenMP: torch's own runtime, libgomp, which the process has loaded already; each entry
+ * point has its own loop, so that the tiles' sizes stay constants). */
+#define ROW_BLOCK 256
 void sparse_conv(const float *x, const int64_t *k_ptr, const int32_t *k_out,
                  const int32_t *k_in, const float *w, float *out, int64_t n, int K, int ci,
                  int co, int threads) {
-  const int64_t block = 256;
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t r0 = 0; r0 < n; r0 += block) {
-    int64_t r1 = r0 + block < n ? r0 + block : n;
-    memset(out + r0 * co, 0, sizeof(float) * (size_t)((r1 - r0) * co));
-    for (int k = 0; k < K; k++) {
-      int64_t p0 = lower_bound(k_out, k_ptr[k], k_ptr[k + 1], r0);
-      int64_t p1 = lower_bound(k_out, p0, k_ptr[k + 1], r1);
-      const int32_t *po = k_out + p0, *pi = k_in + p0;
-      const float *wk = w + (int64_t)k * ci * co;
-      int64_t np = p1 - p0;
-      int c0 = 0;
-      if (np == 0) continue;
-      for (; co - c0 >= 2 * W; c0 += 2 * W)
-        pair_run(x, po, pi, np, wk, out, ci, co, c0, FWD_R2, 2, 0, lanes(W));
-      for (; co - c0 >= W; c0 += W) pair_run(x, po, pi, np, wk, out, ci, co, c0, FWD_R1, 1, 0, lanes(W));
-      if (c0 < co) pair_run(x, po, pi, np, wk, out, ci, co, c0, FWD_R1, 1, 1, lanes(co - c0));
-    }
-  }
+  for (int64_t r0 = 0; r0 < n; r0 += ROW_BLOCK)
+    conv_block(x, k_ptr, k_out, k_in, w, out, r0, r0 + ROW_BLOCK < n ? r0 + ROW_BLOCK : n, K,
+               ci, co, 0);
 }
 
 /* wt[K-1-k] = w[k]^T for w (K, ci, co): the weights of the input gradient, whose pairs of
@@ -174,7 +212,7 @@ void mirror_transpose(const float *w, float *wt, int K, int ci, int co) {
 /* gw[k, c0:c0+CU, o0:o0+W*NV] += sum over the pairs p0..p1 of x[in, c] g[out, o]. */
 INL void weight_tile(const float *x, const int32_t *k_out, const int32_t *k_in, const float *g,
                      float *gwk, int64_t p0, int64_t p1, int ci, int co, int c0, int o0,
-                     const int NV, const int CU, const int TAIL, vmask mask) {
+                     const int NV, const int CU, const int TAIL, vmask mask, const int BF) {
   vec acc[MAXACC];
   for (int a = 0; a < CU * NV; a++) acc[a] = zero();
   for (int64_t p = p0; p < p1; p++) {
@@ -184,7 +222,7 @@ INL void weight_tile(const float *x, const int32_t *k_out, const int32_t *k_in, 
     for (int v = 0; v < NV; v++) gv[v] = load(gr + W * v, TAIL, mask);
     for (int u = 0; u < CU; u++) {
       vec b = broadcast(xr + u);
-      for (int v = 0; v < NV; v++) acc[u * NV + v] = madd(b, gv[v], acc[u * NV + v]);
+      for (int v = 0; v < NV; v++) acc[u * NV + v] = step(b, gv[v], acc[u * NV + v], BF);
     }
   }
   for (int u = 0; u < CU; u++)
@@ -197,14 +235,14 @@ INL void weight_tile(const float *x, const int32_t *k_out, const int32_t *k_in, 
 /* Every input channel of one output tile: tiles of CU channels, then one of the rest. */
 INL void weight_tiles(const float *x, const int32_t *k_out, const int32_t *k_in, const float *g,
                       float *gwk, int64_t p0, int64_t p1, int ci, int co, int o0, const int NV,
-                      const int CU, const int TAIL, vmask mask) {
+                      const int CU, const int TAIL, vmask mask, const int BF) {
   int c0 = 0;
   for (; c0 + CU <= ci; c0 += CU)
-    weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, NV, CU, TAIL, mask);
+    weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, NV, CU, TAIL, mask, BF);
   switch (ci - c0) { /* below CU <= 16 */
 #define REST(r) \
   case r: \
-    if (r < CU) weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, NV, r, TAIL, mask); \
+    if (r < CU) weight_tile(x, k_out, k_in, g, gwk, p0, p1, ci, co, c0, o0, NV, r, TAIL, mask, BF); \
     break;
     REST(1) REST(2) REST(3) REST(4) REST(5) REST(6) REST(7) REST(8) REST(9) REST(10) REST(11)
     REST(12) REST(13) REST(14) REST(15)
@@ -213,27 +251,104 @@ INL void weight_tiles(const float *x, const int32_t *k_out, const int32_t *k_in,
   }
 }
 
+/* gw[k, :, o0:] += the products of the pairs p0..p1 at every output tile. */
+INL void weight_block(const float *x, const int32_t *k_out, const int32_t *k_in, const float *g,
+                      float *gwk, int64_t p0, int64_t p1, int ci, int co, const int BF) {
+  int o0 = 0;
+  for (; co - o0 >= 2 * W; o0 += 2 * W)
+    weight_tiles(x, k_out, k_in, g, gwk, p0, p1, ci, co, o0, 2, GRAD_CU2, 0, lanes(W), BF);
+  for (; co - o0 >= W; o0 += W)
+    weight_tiles(x, k_out, k_in, g, gwk, p0, p1, ci, co, o0, 1, GRAD_CU1, 0, lanes(W), BF);
+  if (o0 < co)
+    weight_tiles(x, k_out, k_in, g, gwk, p0, p1, ci, co, o0, 1, GRAD_CU1, 1, lanes(co - o0), BF);
+}
+
 /* gw[k] (ci, co) = sum over the pairs of offset k of x[in]^T g[out], offsets shared among
  * threads. Pairs are taken in blocks whose rows stay in cache across the tiles. */
+#define GRAD_BLOCK 128
 void sparse_conv_weight_grad(const float *x, const int64_t *k_ptr, const int32_t *k_out,
                              const int32_t *k_in, const float *g, float *gw, int K, int ci,
                              int co, int threads) {
-  const int64_t block = 128;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int k = 0; k < K; k++) {
     float *gwk = gw + (int64_t)k * ci * co;
     memset(gwk, 0, sizeof(float) * (size_t)ci * co);
-    for (int64_t p0 = k_ptr[k]; p0 < k_ptr[k + 1]; p0 += block) {
-      int64_t p1 = p0 + block < k_ptr[k + 1] ? p0 + block : k_ptr[k + 1];
-      int o0 = 0;
-      for (; co - o0 >= 2 * W; o0 += 2 * W)
-        weight_tiles(x, k_out, k_in, g, gwk, p0, p1, ci, co, o0, 2, GRAD_CU2, 0, lanes(W));
-      for (; co - o0 >= W; o0 += W)
-        weight_tiles(x, k_out, k_in, g, gwk, p0, p1, ci, co, o0, 1, GRAD_CU1, 0, lanes(W));
-      if (o0 < co) weight_tiles(x, k_out, k_in, g, gwk, p0, p1, ci, co, o0, 1, GRAD_CU1, 1, lanes(co - o0));
+    for (int64_t p0 = k_ptr[k]; p0 < k_ptr[k + 1]; p0 += GRAD_BLOCK) {
+      int64_t p1 = p0 + GRAD_BLOCK < k_ptr[k + 1] ? p0 + GRAD_BLOCK : k_ptr[k + 1];
+      weight_block(x, k_out, k_in, g, gwk, p0, p1, ci, co, 0);
     }
   }
 }
+
+#ifdef __AVX512BF16__
+/* The products in bf16 (see the top): x (rows, ci words), w packed by pack_weights_bf16. */
+void sparse_conv_bf16(const float *x, const int64_t *k_ptr, const int32_t *k_out,
+                      const int32_t *k_in, const float *w, float *out, int64_t n, int K, int ci,
+                      int co, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t r0 = 0; r0 < n; r0 += ROW_BLOCK)
+    conv_block(x, k_ptr, k_out, k_in, w, out, r0, r0 + ROW_BLOCK < n ? r0 + ROW_BLOCK : n, K,
+               ci, co, 1);
+}
+
+/* dst[q, :c] holds the bf16 rows src[idx[2q]] (low halves) and src[idx[2q+1]] (high halves,
+ * zero past the m rows) of c values each. */
+static void pack_rows_bf16(const uint16_t *src, const int32_t *idx, int64_t m, int c,
+                           uint32_t *dst) {
+  for (int64_t q = 0; 2 * q < m; q++) {
+    const uint16_t *a = src + (int64_t)idx[2 * q] * c;
+    uint32_t *d = dst + q * c;
+    if (2 * q + 1 < m) {
+      const uint16_t *b = src + (int64_t)idx[2 * q + 1] * c;
+      for (int j = 0; j < c; j++) d[j] = (uint32_t)a[j] | (uint32_t)b[j] << 16;
+    } else {
+      for (int j = 0; j < c; j++) d[j] = a[j];
+    }
+  }
+}
+
+/* The weight gradient of sparse_conv_bf16 in fp32 from bf16 rows x (rows, ci) and g (rows,
+ * co): each block's pairs are packed two to a word, then summed by the fp32 tiles' order. */
+void sparse_conv_weight_grad_bf16(const uint16_t *x, const int64_t *k_ptr, const int32_t *k_out,
+                                  const int32_t *k_in, const uint16_t *g, float *gw, int K,
+                                  int ci, int co, int threads) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int k = 0; k < K; k++) {
+    uint32_t xp[GRAD_BLOCK / 2 * ci], gp[GRAD_BLOCK / 2 * co];
+    int32_t rows[GRAD_BLOCK / 2];
+    float *gwk = gw + (int64_t)k * ci * co;
+    for (int q = 0; q < GRAD_BLOCK / 2; q++) rows[q] = q;
+    memset(gwk, 0, sizeof(float) * (size_t)ci * co);
+    for (int64_t p0 = k_ptr[k]; p0 < k_ptr[k + 1]; p0 += GRAD_BLOCK) {
+      int64_t m = p0 + GRAD_BLOCK < k_ptr[k + 1] ? GRAD_BLOCK : k_ptr[k + 1] - p0;
+      pack_rows_bf16(x, k_in + p0, m, ci, xp);
+      pack_rows_bf16(g, k_out + p0, m, co, gp);
+      weight_block((const float *)xp, rows, rows, (const float *)gp, gwk, 0, (m + 1) / 2, ci,
+                   co, 1);
+    }
+  }
+}
+
+/* Weights w (K, ci, co) in bf16 packed for sparse_conv_bf16: out[k, j, o] holds w[k, 2j, o]
+ * and w[k, 2j+1, o] (zero past ci), (K, ceil(ci/2), co) words. With transpose, the packing of
+ * w[k]^T (co, ci) into (K, ceil(co/2), ci) words, placed at K-1-k with mirror: the input
+ * gradient's weights. */
+void pack_weights_bf16(const uint16_t *w, int K, int ci, int co, int transpose, int mirror,
+                       uint32_t *out) {
+  int rows = transpose ? co : ci, cols = transpose ? ci : co, words = (rows + 1) / 2;
+  for (int k = 0; k < K; k++) {
+    const uint16_t *src = w + (int64_t)k * ci * co;
+    uint32_t *dst = out + (int64_t)(mirror ? K - 1 - k : k) * words * cols;
+    for (int j = 0; j < words; j++)
+      for (int c = 0; c < cols; c++) {
+        int a = 2 * j, b = 2 * j + 1; /* rows of the (transposed) matrix */
+        uint32_t lo = transpose ? src[(int64_t)c * co + a] : src[(int64_t)a * co + c];
+        uint32_t hi = b >= rows ? 0 : transpose ? src[(int64_t)c * co + b] : src[(int64_t)b * co + c];
+        dst[(int64_t)j * cols + c] = lo | hi << 16;
+      }
+  }
+}
+#endif
 
 /* BatchNorm over the rows of x (n, c) in training, then ReLU, fused: statistics in one pass,
  * output in a second; the backward in two. Per-channel sums are taken in double over fixed

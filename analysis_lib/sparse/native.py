@@ -1,4 +1,5 @@
-"""Submanifold convolution in fp32 on x86-64 CPUs with AVX2 or AVX-512, compiled from ``native.c``.
+"""Submanifold convolution on x86-64 CPUs, compiled from ``native.c``: fp32 products with AVX2
+or AVX-512, bf16 products accumulated in fp32 with AVX-512 BF16.
 
 im2col multiplies every neighbour slot, absent ones as zeros, and writes the gathered matrix
 to memory before a BLAS call; at a U-ResNet's shapes (N x 27*C by C, C = 16..80) that BLAS
@@ -12,10 +13,15 @@ input and weight gradient 2.1 ms against 5.6-7.9 ms; a training step 2.3-2.9x fa
 The library is compiled with the system C compiler on first use (about a second) into the
 user's cache folder (the temporary folder where that is not writable), named by the hash of
 its source and flags, for the widest vectors the CPU runs: 16 lanes where torch finds
-AVX-512, else 8 (``ANALYSIS_LIB_NATIVE=avx2`` asks for the 8-lane build on an AVX-512 CPU;
-both sum every element in the same order and give the same bits). Where there is no x86-64
-CPU with AVX2, no compiler, or ``ANALYSIS_LIB_NATIVE=0`` is set, :func:`usable` is False and
-the engine keeps its im2col path; a compiler that fails is reported once as a warning.
+AVX-512, else 8 (both sum every element in the same order and give the same bits). Where the
+CPU's flags name AVX-512 BF16 the build also holds bf16 products (vdpbf16ps: 32 products per
+instruction against 16 fp32 ones), which bf16 tensors reach, as under
+``torch.autocast("cpu", dtype=torch.bfloat16)``; they return fp32, the sums' precision.
+
+``ANALYSIS_LIB_NATIVE`` overrides the choice: ``fp32`` (the fp32 kernels only, as on a CPU
+without bf16), ``avx2`` (the 8-lane fp32 build), ``0`` (no kernels: im2col products). Where
+there is no x86-64 CPU with AVX2 or no compiler, :func:`available` is False and the engine
+keeps its im2col path; a compiler that fails is reported once as a warning.
 """
 
 from __future__ import annotations
@@ -35,10 +41,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from analysis_lib.errors import EngineError
+
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC")
 #: The instruction-set flags of each build, by torch's name for the CPU's capability.
-ISA_FLAGS = {"AVX2": ("-mavx2", "-mfma"), "AVX512": ("-mavx512f", "-mavx2", "-mfma")}
+ISA_FLAGS = {"AVX2": ("-mavx2", "-mfma"), "AVX512": ("-mavx512f", "-mavx2", "-mfma"),
+             "AVX512_BF16": ("-mavx512f", "-mavx2", "-mfma", "-mavx512bf16", "-mavx512bw")}
+#: The values of ANALYSIS_LIB_NATIVE: the default, and the overrides.
+SETTINGS = ("1", "fp32", "avx2", "0")
 # Below this many multiply-adds a product runs on one thread: a thread hand-off costs more.
 _PARALLEL_WORK = 1 << 21
 
@@ -79,15 +90,22 @@ def _compile(target: Path, flags: tuple[str, ...]) -> None:
 
 
 def instruction_set() -> str | None:
-    """The build this CPU runs: ``"AVX512"`` or ``"AVX2"`` (:data:`ISA_FLAGS`), the latter
-    where ``ANALYSIS_LIB_NATIVE=avx2`` asks for it; None on other CPUs and where
-    ``ANALYSIS_LIB_NATIVE=0`` switches the kernels off."""
+    """The build this CPU runs (:data:`ISA_FLAGS`): ``"AVX512_BF16"`` where the CPU's flags
+    name AVX-512 BF16, else ``"AVX512"`` or ``"AVX2"`` as torch finds the CPU; narrower where
+    ``ANALYSIS_LIB_NATIVE`` asks (``fp32``, ``avx2``); None on other CPUs and where it is
+    ``0``."""
     setting = os.environ.get("ANALYSIS_LIB_NATIVE", "1")
+    if setting not in SETTINGS:
+        raise EngineError(f"ANALYSIS_LIB_NATIVE={setting!r} is none of {', '.join(SETTINGS)}")
     capability = torch.backends.cpu.get_cpu_capability()
     if setting == "0" or platform.machine() not in ("x86_64", "AMD64") or \
             capability not in ISA_FLAGS:
         return None
-    return "AVX2" if setting == "avx2" else capability
+    if setting == "avx2":
+        return "AVX2"
+    if setting == "1" and capability == "AVX512" and torch.cpu._is_avx512_bf16_supported():
+        return "AVX512_BF16"
+    return capability
 
 
 def _library() -> ctypes.CDLL | None:
@@ -121,6 +139,10 @@ def _build(isa: str) -> ctypes.CDLL | None:
     lib.sparse_conv.argtypes = [ptr] * 6 + [i64, i32, i32, i32, i32]
     lib.sparse_conv_weight_grad.argtypes = [ptr] * 6 + [i32, i32, i32, i32]
     lib.mirror_transpose.argtypes = [ptr, ptr, i32, i32, i32]
+    if isa == "AVX512_BF16":
+        lib.sparse_conv_bf16.argtypes = lib.sparse_conv.argtypes
+        lib.sparse_conv_weight_grad_bf16.argtypes = lib.sparse_conv_weight_grad.argtypes
+        lib.pack_weights_bf16.argtypes = [ptr, i32, i32, i32, i32, i32, ptr]
     lib.norm_relu_forward.argtypes = [ptr, i64, i32, ptr, ptr, ctypes.c_float] + [ptr] * 5 + [i32]
     lib.norm_relu_backward.argtypes = [ptr, ptr, ptr, i64, i32] + [ptr] * 7 + [i32]
     return lib
@@ -132,12 +154,24 @@ def available() -> bool:
     return _library() is not None
 
 
+def bf16_available() -> bool:
+    """Whether the C kernels serve bf16 products too (the AVX-512 BF16 build loaded)."""
+    return instruction_set() == "AVX512_BF16" and available()
+
+
 def usable(*tensors: Tensor) -> bool:
-    """Whether the C kernels take a product of these tensors: fp32 on the CPU and
-    :func:`available`."""
+    """Whether the fp32 C kernels take these tensors: fp32 on the CPU and :func:`available`."""
     if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
         return False
     return tensors[0].shape[0] < 2**31 and available()
+
+
+def takes_product(*tensors: Tensor) -> bool:
+    """Whether the C kernels take a product of these tensors: :func:`usable`, or bf16 on the
+    CPU where :func:`bf16_available`."""
+    if all(t.device.type == "cpu" and t.dtype == torch.bfloat16 for t in tensors):
+        return tensors[0].shape[0] < 2**31 and bf16_available()
+    return usable(*tensors)
 
 
 def pair_lists(columns: Tensor) -> PairLists:
@@ -158,40 +192,68 @@ def _threads(work: int) -> int:
     return max(1, min(torch.get_num_threads(), work // _PARALLEL_WORK))
 
 
-def conv(x: Tensor, lists: PairLists, w: Tensor) -> Tensor:
-    """``out[i] = sum over pairs (i, j) of offset k of x[j] @ w[k]``: x (N, C_in) fp32,
-    w (K, C_in, C_out); out (N, C_out)."""
-    x, w = x.contiguous(), w.contiguous()
-    n = x.shape[0]
+def _even_columns(x: Tensor) -> Tensor:
+    """bf16 rows (N, C) with a zero column appended where C is odd: a word holds two."""
+    return x if x.shape[1] % 2 == 0 else torch.nn.functional.pad(x, (0, 1))
+
+
+def _packed(w: Tensor, transpose: bool, mirror: bool) -> Tensor:
+    """bf16 weights (K, C_in, C_out) as native.c's pack_weights_bf16 lays them out: (K,
+    ceil(rows / 2), cols) words of two bf16 numbers, fp32 in name only."""
     volume, c_in, c_out = w.shape
-    out = x.new_empty(n, c_out)
-    _library().sparse_conv(x.data_ptr(), lists.ptr.data_ptr(), lists.out.data_ptr(),
-                           lists.inp.data_ptr(), w.data_ptr(), out.data_ptr(), n, volume, c_in,
-                           c_out, _threads(lists.out.shape[0] * c_in * c_out))
+    rows, cols = (c_out, c_in) if transpose else (c_in, c_out)
+    out = torch.empty(volume, (rows + 1) // 2, cols, dtype=torch.float32)
+    _library().pack_weights_bf16(w.contiguous().data_ptr(), volume, c_in, c_out, transpose,
+                                 mirror, out.data_ptr())
     return out
 
 
+def _product(x: Tensor, lists: PairLists, w: Tensor, c_out: int, mirror: bool) -> Tensor:
+    """``out[i] = sum over pairs (i, j) of offset k of x[j] @ W[k]``, fp32 (N, c_out), where W
+    is ``w`` (K, C_in, c_out) or, with ``mirror``, the input gradient's weights of a ``w``
+    (K, c_out, C_in): each offset's transposed and taken from its mirror offset (in C: torch's
+    flip and strided copy of a (27, 80, 80) weight took 0.5 ms)."""
+    x, w = x.contiguous(), w.contiguous()
+    n = x.shape[0]
+    out = torch.empty(n, c_out, dtype=torch.float32)
+    if x.dtype == torch.bfloat16:
+        weights, x = _packed(w, mirror, mirror), _even_columns(x).view(torch.float32)
+        fn = _library().sparse_conv_bf16
+    else:
+        weights, fn = w, _library().sparse_conv
+        if mirror:
+            weights = w.new_empty(w.shape[0], w.shape[2], w.shape[1])
+            _library().mirror_transpose(w.data_ptr(), weights.data_ptr(), *w.shape)
+    words = x.shape[1]
+    fn(x.data_ptr(), lists.ptr.data_ptr(), lists.out.data_ptr(), lists.inp.data_ptr(),
+       weights.data_ptr(), out.data_ptr(), n, lists.volume, words, c_out,
+       _threads(lists.out.shape[0] * words * c_out))
+    return out
+
+
+def conv(x: Tensor, lists: PairLists, w: Tensor) -> Tensor:
+    """``out[i] = sum over pairs (i, j) of offset k of x[j] @ w[k]``: x (N, C_in) fp32 or
+    bf16, w (K, C_in, C_out) of the same dtype; out (N, C_out) fp32."""
+    return _product(x, lists, w, w.shape[2], mirror=False)
+
+
 def conv_input_grad(g: Tensor, lists: PairLists, w: Tensor) -> Tensor:
-    """Gradient of :func:`conv`'s ``x`` for output gradient ``g`` (N, C_out): the same
-    product with each offset's weights transposed and taken from its mirror offset (in C:
-    torch's flip and strided copy of a (27, 80, 80) weight took 0.5 ms)."""
-    w = w.contiguous()
-    volume, c_in, c_out = w.shape
-    mirrored = w.new_empty(volume, c_out, c_in)
-    _library().mirror_transpose(w.data_ptr(), mirrored.data_ptr(), volume, c_in, c_out)
-    return conv(g, lists, mirrored)
+    """Gradient of :func:`conv`'s ``x`` for output gradient ``g`` (N, C_out), fp32: the same
+    product with each offset's weights transposed and taken from its mirror offset."""
+    return _product(g, lists, w, w.shape[1], mirror=True)
 
 
 def conv_weight_grad(x: Tensor, lists: PairLists, g: Tensor) -> Tensor:
     """Gradient of :func:`conv`'s ``w`` for output gradient ``g`` (N, C_out): (K, C_in,
-    C_out). Threads split the offsets, each offset's pairs summed by one thread."""
+    C_out) fp32. Threads split the offsets, each offset's pairs summed by one thread."""
     x, g = x.contiguous(), g.contiguous()
     volume, c_in, c_out = lists.volume, x.shape[1], g.shape[1]
-    gw = x.new_empty(volume, c_in, c_out)
-    _library().sparse_conv_weight_grad(x.data_ptr(), lists.ptr.data_ptr(), lists.out.data_ptr(),
-                                       lists.inp.data_ptr(), g.data_ptr(), gw.data_ptr(),
-                                       volume, c_in, c_out,
-                                       _threads(lists.out.shape[0] * c_in * c_out))
+    gw = torch.empty(volume, c_in, c_out, dtype=torch.float32)
+    bf16 = x.dtype == torch.bfloat16
+    fn = _library().sparse_conv_weight_grad_bf16 if bf16 else _library().sparse_conv_weight_grad
+    fn(x.data_ptr(), lists.ptr.data_ptr(), lists.out.data_ptr(), lists.inp.data_ptr(),
+       g.data_ptr(), gw.data_ptr(), volume, c_in, c_out,
+       _threads(lists.out.shape[0] * c_in * c_out))
     return gw
 
 
