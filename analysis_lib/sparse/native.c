@@ -186,17 +186,20 @@ INL void conv_block(const float *x, const int64_t *k_ptr, const int32_t *k_out,
 
 /* out (n, co) = sum_k x[k_in] @ w[k] at k_out; w is (K, ci, co). Rows are taken in blocks
  * that stay in cache while every offset adds into them, the blocks shared among threads
- * (OpenMP: torch's own runtime, libgomp, which the process has loaded already; each entry
- * point has its own loop, so that the tiles' sizes stay constants). */
+ * (OpenMP: torch's own runtime, libgomp, which the process has loaded already). A macro
+ * writes each precision's entry point with its own parallel loop: a BF passed into the loop
+ * from outside is a variable there, and the tiles' sizes, no longer constants, ran 2-3x
+ * slower. */
 #define ROW_BLOCK 256
-void sparse_conv(const float *x, const int64_t *k_ptr, const int32_t *k_out,
-                 const int32_t *k_in, const float *w, float *out, int64_t n, int K, int ci,
-                 int co, int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t r0 = 0; r0 < n; r0 += ROW_BLOCK)
-    conv_block(x, k_ptr, k_out, k_in, w, out, r0, r0 + ROW_BLOCK < n ? r0 + ROW_BLOCK : n, K,
-               ci, co, 0);
-}
+#define CONV_ENTRY(NAME, BF) \
+  void NAME(const float *x, const int64_t *k_ptr, const int32_t *k_out, const int32_t *k_in, \
+            const float *w, float *out, int64_t n, int K, int ci, int co, int threads) { \
+    _Pragma("omp parallel for schedule(static) num_threads(threads)") \
+    for (int64_t r0 = 0; r0 < n; r0 += ROW_BLOCK) \
+      conv_block(x, k_ptr, k_out, k_in, w, out, r0, r0 + ROW_BLOCK < n ? r0 + ROW_BLOCK : n, \
+                 K, ci, co, BF); \
+  }
+CONV_ENTRY(sparse_conv, 0)
 
 /* wt[K-1-k] = w[k]^T for w (K, ci, co): the weights of the input gradient, whose pairs of
  * offset k are those of the mirror offset K-1-k with input and output swapped. */
@@ -282,14 +285,7 @@ void sparse_conv_weight_grad(const float *x, const int64_t *k_ptr, const int32_t
 
 #ifdef __AVX512BF16__
 /* The products in bf16 (see the top): x (rows, ci words), w packed by pack_weights_bf16. */
-void sparse_conv_bf16(const float *x, const int64_t *k_ptr, const int32_t *k_out,
-                      const int32_t *k_in, const float *w, float *out, int64_t n, int K, int ci,
-                      int co, int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t r0 = 0; r0 < n; r0 += ROW_BLOCK)
-    conv_block(x, k_ptr, k_out, k_in, w, out, r0, r0 + ROW_BLOCK < n ? r0 + ROW_BLOCK : n, K,
-               ci, co, 1);
-}
+CONV_ENTRY(sparse_conv_bf16, 1)
 
 /* dst[q, :c] holds the bf16 rows src[idx[2q]] (low halves) and src[idx[2q+1]] (high halves,
  * zero past the m rows) of c values each. */
