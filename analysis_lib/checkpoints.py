@@ -5,11 +5,14 @@ A checkpoint holds the weights, the optimizer and random state, the iteration, t
 configuration and the sha256 of the training data, so that ``--resume`` can refuse to continue
 another run. Checkpoints load with ``weights_only=True`` (a checkpoint from elsewhere cannot
 run code); an unreadable newest checkpoint (a crash while copying, a full disk) falls back to
-the one before it, with a warning.
+the one before it, with a warning. Each checkpoint's sha256 is recorded beside it when it is
+written (``checkpoint_N.pt.sha256``), so that a file damaged later is found before use:
+:func:`intact` compares the two.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from analysis_lib.errors import DataError, StorageError, TrainingError
-from analysis_lib.files import atomic_output
+from analysis_lib.files import atomic_output, file_sha256, storage_error, write_text
 
 if TYPE_CHECKING:
     from analysis_lib.train_config import TrainConfig
@@ -45,14 +48,49 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
+def digest_path(path: str | os.PathLike) -> Path:
+    """Where a checkpoint's sha256 is recorded."""
+    return Path(f"{path}.sha256")
+
+
 def save(path: Path, state: dict) -> None:
-    """Write a checkpoint atomically (a crash or a full disk leaves the previous ones)."""
+    """Write a checkpoint atomically (a crash or a full disk leaves the previous ones), then
+    its sha256 beside it."""
+    digest_path(path).unlink(missing_ok=True)
     with atomic_output(path) as tmp:
         try:
             torch.save(state, tmp)
         except RuntimeError as err:  # torch's writer reports a full disk as a RuntimeError
             raise StorageError(f"cannot write {path}: {str(err).splitlines()[0]}; free some "
                                f"space or write elsewhere") from None
+    write_text(digest_path(path), file_sha256(path) + "\n")
+
+
+def intact(path: str | os.PathLike) -> bool:
+    """Whether a checkpoint exists and holds the bytes it was written with: its sha256 equals
+    the one recorded beside it; where none was recorded (a crash between the two writes, an
+    older run), whether it reads back, which then records it."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    recorded = digest_path(path)
+    if recorded.is_file():
+        return recorded.read_text().strip() == file_sha256(path)
+    try:
+        load(path)
+    except DataError:
+        return False
+    write_text(recorded, file_sha256(path) + "\n")
+    return True
+
+
+def set_aside(path: str | os.PathLike) -> Path:
+    """Rename a damaged checkpoint ``*.pt.damaged`` (kept to look at, never read as a
+    checkpoint again) and drop its recorded sha256; returns the new name."""
+    aside = Path(f"{path}.damaged")
+    os.replace(path, aside)
+    digest_path(path).unlink(missing_ok=True)
+    return aside
 
 
 def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
@@ -68,9 +106,13 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
 
 def load_latest(out_dir: str | os.PathLike, device: str | torch.device = "cpu"
                 ) -> tuple[Path, dict] | None:
-    """The newest readable checkpoint of a folder and its state; ``None`` if it has none."""
+    """The newest intact checkpoint of a folder and its state; ``None`` if it has none. A
+    damaged one is set aside (:func:`set_aside`) with a warning."""
     for path in reversed(checkpoints(out_dir)):
         try:
+            if not intact(path):
+                raise DataError(f"{path}: damaged (its sha256 is not the one recorded when it "
+                                f"was written); set aside as {set_aside(path).name}")
             return path, load(path, device)
         except DataError as err:
             warnings.warn(f"{err}; trying the checkpoint before it", stacklevel=2)
@@ -109,6 +151,21 @@ def log_rows(out_dir: str | os.PathLike) -> list[dict]:
             if number < len(lines):
                 raise DataError(f"{path}: line {number} is not JSON; the log is damaged") from None
     return rows
+
+
+def append_row(fd: int, row: dict, path: Path) -> None:
+    """Append one JSON row to the log open (for appending) as file descriptor ``fd``, unbuffered;
+    where the disk refuses it (full, gone read-only) the part written is cut off again, so the
+    log holds whole rows only, and the error is one line."""
+    data = memoryview((json.dumps(row) + "\n").encode())
+    at = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError as err:
+        with contextlib.suppress(OSError):  # if even this fails, log_rows drops the partial row
+            os.ftruncate(fd, at)
+        raise storage_error(err, path) from None
 
 
 def truncate_log(out_dir: str | os.PathLike, iteration: int) -> None:

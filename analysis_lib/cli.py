@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from analysis_lib.errors import AnalysisError, ConfigError
+from analysis_lib.errors import AnalysisError, ConfigError, one_line_warnings
 from analysis_lib.labels import CLASS_NAMES
 
 
@@ -77,7 +77,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
     else:
         from analysis_lib.reproduce import reproduce
 
-        reproduce(args.profile, only=args.only, skip_build=args.no_build)
+        reproduce(args.profile, only=args.only, skip_build=args.no_build, wait=args.wait)
 
 
 def _cmd_findings(args: argparse.Namespace) -> None:
@@ -255,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-build", action="store_true", help="skip the jupyter-book build")
     p.add_argument("--dry-run", action="store_true",
                    help="list the runs the profile trains, with estimated GPU-hours")
+    p.add_argument("--wait", action="store_true",
+                   help="if another build of this checkout is running, wait for it to finish")
     p.set_defaults(func=_cmd_reproduce)
 
     p = sub.add_parser("findings", help="the study's claims judged on the chapters' results")
@@ -266,10 +268,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What an interrupted command prints (exit status 130, as a shell reports SIGINT).
+INTERRUPTED = "interrupted; rerun to continue: finished networks are kept"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a subcommand; library errors and running out of memory print as one line and exit
-    with status 2 (``--debug`` shows the traceback instead)."""
+    with status 2 (``--debug`` shows the traceback instead), an interrupt (Ctrl-C) as one line
+    with status 130."""
     args = build_parser().parse_args(argv)
+    if not args.debug:
+        one_line_warnings()
     try:
         args.func(args)
     except (AnalysisError, MemoryError, RuntimeError) as err:
@@ -277,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"\n{INTERRUPTED}", file=sys.stderr)
+        return 130
     return 0
 
 

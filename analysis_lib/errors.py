@@ -1,6 +1,7 @@
 """The library's own exceptions: one base class, one subclass per domain."""
 
 import difflib
+import warnings
 from collections.abc import Iterable, Sequence
 
 
@@ -42,3 +43,9 @@ def refuse_unknown(keys: Iterable[str], allowed: Sequence[str], what: str) -> No
         if key not in allowed:
             hint = did_you_mean(key, allowed) or f"; settings are {list(allowed)}"
             raise ConfigError(f"{what} {key!r}{hint}")
+
+
+def one_line_warnings() -> None:
+    """Print warnings as ``warning: <message>``, one line, without the warning's source line
+    (for the command line and its worker processes)."""
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"

@@ -9,7 +9,10 @@ import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import time
+import traceback
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis_lib.checkpoints import latest_checkpoint
-from analysis_lib.errors import AnalysisError, ConfigError, TrainingError
+from analysis_lib import checkpoints
+from analysis_lib.errors import AnalysisError, ConfigError, TrainingError, one_line_warnings
 from analysis_lib.files import file_sha256, write_text
 from analysis_lib.inference import evaluate
 from analysis_lib.metrics import Evaluation
@@ -120,19 +123,33 @@ class Experiment:
         """The final checkpoint (exists once the run is complete)."""
         return self.folder / f"checkpoint_{self.config.iterations}.pt"
 
+    def is_trained(self) -> bool:
+        """Whether the final checkpoint is there and intact (:func:`checkpoints.intact`); a
+        damaged one is set aside, named in a warning, so that the run trains again."""
+        if not self.checkpoint.exists():
+            return False
+        if checkpoints.intact(self.checkpoint):
+            return True
+        aside = checkpoints.set_aside(self.checkpoint)
+        called = f"{self.name!r} " if self.name else ""
+        warnings.warn(f"run {called}({self.key}): its final checkpoint is damaged (not the "
+                      f"bytes it was written with); set aside as {aside.name}, the run trains "
+                      f"again", RuntimeWarning, stacklevel=2)
+        return False
+
     def run(self, progress: bool = True) -> Path:
-        """Train unless the final checkpoint exists; an interrupted run resumes."""
+        """Train unless the final checkpoint is there and intact; an interrupted run resumes."""
         if self.parent is not None:
             self.parent.run(progress)
-        if not self.checkpoint.exists():
-            resume = latest_checkpoint(self.folder) is not None
+        if not self.is_trained():
+            resume = checkpoints.latest_checkpoint(self.folder) is not None
             train(self.train_config, self.folder, resume=resume, progress=progress)
         return self.checkpoint
 
     def trained_checkpoint(self) -> Path:
-        """The final checkpoint; reading a result never trains, so a run not yet trained is
-        an error that says how to train it."""
-        if not self.checkpoint.exists():
+        """The final checkpoint; reading a result never trains, so a run not yet trained (or
+        whose checkpoint is damaged) is an error that says how to train it."""
+        if not self.is_trained():
             called = f"{self.name!r} " if self.name else ""
             raise TrainingError(
                 f"run {called}({self.key}: {Path(self.config.data).name}, "
@@ -155,10 +172,11 @@ class Experiment:
         return dict(sorted(found.items()))
 
     def evaluation_cache(self, data: str | os.PathLike, relabeled: bool = False) -> Path:
-        """Where :meth:`evaluation` keeps its result: named by the data file's sha256, the
-        labels and the whole package's source."""
-        tag = (f"{file_sha256(data)[:12]}{'_relabeled' if relabeled else ''}_"
-               f"{code_version(('.',))[:8]}")
+        """Where :meth:`evaluation` of the trained run keeps its result: named by the final
+        checkpoint's sha256 (so it never outlives the network it describes), the data file's,
+        the labels and the whole package's source."""
+        tag = (f"{file_sha256(self.trained_checkpoint())[:8]}_{file_sha256(data)[:12]}"
+               f"{'_relabeled' if relabeled else ''}_{code_version(('.',))[:8]}")
         return self.folder / f"eval_{tag}.json"
 
     def evaluation(self, data: str | os.PathLike, relabeled: bool = False) -> Evaluation:
@@ -208,21 +226,40 @@ def profile_runs(specs: Mapping[str, RunSpec], data_path: Callable[[str], Path],
 EvaluationCase = tuple[str | os.PathLike, bool]
 
 
-def _train_in_worker(experiment: Experiment, threads: int) -> None:
-    """Train one run in a worker process with ``threads`` torch threads."""
+#: The file of a run folder where a worker that failed on the run leaves its traceback.
+FAILURE_LOG = "failure.log"
+
+
+def _in_worker(job: "_Job", threads: int) -> None:
+    """A worker process's body: train the job's run or evaluate it on its cases (results
+    cached), with ``threads`` torch threads. Ctrl-C is the parent's (it stops the workers); a
+    failure leaves its traceback in the run folder's :data:`FAILURE_LOG` and exits with 1."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    one_line_warnings()
     import torch
 
     torch.set_num_threads(threads)
-    experiment.run(progress=False)
+    try:
+        if not job.cases:
+            job.run.run(progress=False)
+        for data, relabeled in job.cases:
+            job.run.evaluation(data, relabeled)
+    except BaseException:
+        job.run.folder.mkdir(parents=True, exist_ok=True)
+        (job.run.folder / FAILURE_LOG).write_text(traceback.format_exc())
+        raise SystemExit(1) from None
 
 
-def _evaluate_in_worker(experiment: Experiment, threads: int, cases: list[EvaluationCase]) -> None:
-    """Evaluate one trained run on each case in a worker process (results cached)."""
-    import torch
-
-    torch.set_num_threads(threads)
-    for data, relabeled in cases:
-        experiment.evaluation(data, relabeled)
+def _failure(job: "_Job", name: str, exitcode: int) -> AnalysisError:
+    """The one line that names a failed job: its error's last line and where its traceback
+    is, or the signal or code it exited with."""
+    what = "evaluating" if job.cases else "training"
+    log = job.run.folder / FAILURE_LOG
+    if exitcode == 1 and log.is_file():
+        last = (log.read_text().strip().splitlines() or ["no message"])[-1]
+        return AnalysisError(f"{what} {name} failed: {last} (traceback in {log})")
+    how = f"signal {-exitcode}" if exitcode < 0 else f"exit code {exitcode}"
+    return AnalysisError(f"{what} {name} ({job.run.folder}) stopped with {how}")
 
 
 def _chain_cost(experiment: Experiment, children: Mapping[str, list[Experiment]]) -> float:
@@ -246,11 +283,8 @@ class _Job:
         return "evaluate" if self.cases else "train"
 
     def process(self, context, threads: int, name: str) -> multiprocessing.process.BaseProcess:
-        if self.cases:
-            target, args = _evaluate_in_worker, (self.run, threads, list(self.cases))
-        else:
-            target, args = _train_in_worker, (self.run, threads)
-        return context.Process(target=target, args=args, name=f"{self.kind} {name}")
+        return context.Process(target=_in_worker, args=(self, threads),
+                               name=f"{self.kind} {name}")
 
 
 def train_all(experiments: Mapping[str, Experiment], workers: int,
@@ -279,7 +313,7 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
         run: Experiment | None = experiment
         while run is not None:
             names.setdefault(run.key, f"{name}'s parent")
-            if not run.checkpoint.exists():
+            if not run.is_trained():
                 pending[run.key] = run
             run = run.parent
     unknown = sorted(set(scorings or {}) - set(experiments))
@@ -290,7 +324,8 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
         run = experiments[name]
         missing = todo.setdefault(run.key, (run, {}))[1]
         missing.update(dict.fromkeys(case for case in ((str(d), r) for d, r in cases)
-                                     if not run.evaluation_cache(*case).exists()))
+                                     if run.key in pending
+                                     or not run.evaluation_cache(*case).exists()))
     evaluations = {key: _Job(run, tuple(cases)) for key, (run, cases) in todo.items() if cases}
     children: dict[str, list[Experiment]] = {}
     for run in pending.values():
@@ -327,10 +362,7 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
                 process, job, start = running.pop(sentinel)
                 process.join()
                 if process.exitcode != 0:
-                    what = "evaluating" if job.cases else "training"
-                    raise AnalysisError(f"{what} {names[job.run.key]} ({job.run.folder}) "
-                                        f"failed with exit code {process.exitcode}; its error "
-                                        f"is printed above")
+                    raise _failure(job, names[job.run.key], process.exitcode)
                 report(f"[{job.kind}] {names[job.run.key]}: done in "
                        f"{time.perf_counter() - start:.0f} s")
     finally:

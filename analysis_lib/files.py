@@ -16,8 +16,9 @@ import fcntl
 import functools
 import hashlib
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from analysis_lib.errors import StorageError
@@ -110,25 +111,37 @@ LOCK_NAME = ".lock"
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
-    """Hold ``folder``'s lock (created with the folder) for the block, or raise a one-line
-    :class:`StorageError` naming the process that holds it. The kernel releases the lock when
-    its holder exits, so a crashed writer never leaves the folder locked."""
-    folder = Path(folder)
+def held_lock(path: Path, busy: Callable[[str], str], wait: bool = False) -> Iterator[Path]:
+    """Hold the lock file ``path`` for the block. Held by another process: a one-line
+    :class:`StorageError` (``busy`` of the holder), or with ``wait`` a line saying whom it
+    waits for, then the wait. The kernel releases the lock when its holder exits, so a
+    crashed holder never leaves it locked."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / LOCK_NAME).touch()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
     except OSError as err:
-        raise storage_error(err, folder) from None
-    with open(folder / LOCK_NAME, "r+") as handle:
+        raise storage_error(err, path.parent) from None
+    with open(path, "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise StorageError(f"{folder} is in use by {holder}; wait for it to finish or "
-                               f"choose another folder") from None
+            if not wait:
+                raise StorageError(busy(holder)) from None
+            print(f"waiting for {holder} to finish", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         handle.truncate(0)
-        handle.write(f"process {os.getpid()}")
+        handle.write(f"process {os.getpid()}, started {time.strftime('%H:%M:%S')}")
         handle.flush()
+        yield path
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder``'s lock (created with the folder) for the block, or raise a one-line
+    :class:`StorageError` naming the process that holds it."""
+    folder = Path(folder)
+    with held_lock(folder / LOCK_NAME, lambda holder: f"{folder} is in use by {holder}; wait "
+                   f"for it to finish or choose another folder"):
         yield folder

@@ -187,9 +187,9 @@ def _filters(r: Results) -> list[Part]:
     growth = time[32] / time[8] - 1
     if arch["device"].startswith("cuda"):
         parts.append(Part(growth <= 2.5 * paper.WALL_TIME_GROWTH_8_TO_32,
-                          f"wall time +{growth:.0%} from 8 to 32 filters"))
+                          f"wall time {growth:+.0%} from 8 to 32 filters"))
     else:
-        parts.append(Part(None, f"wall time +{growth:.0%} from 8 to 32 filters on a CPU, where "
+        parts.append(Part(None, f"wall time {growth:+.0%} from 8 to 32 filters on a CPU, where "
                                 f"cost follows the FLOPs; the study's ~10 % is a GPU whose small "
                                 f"layers are latency-bound"))
     return parts

@@ -23,6 +23,7 @@ from analysis_lib.chapter_params import scorings as scorings_of
 from analysis_lib.data.manifest import SimulatedSet, load_manifest, make_missing
 from analysis_lib.errors import AnalysisError, DataError
 from analysis_lib.experiments import profile_runs, train_all
+from analysis_lib.files import held_lock
 from analysis_lib.sim.config import GENERATOR_VERSION
 from analysis_lib.sim.simulate import simulate
 from analysis_lib.study import BOOK, ROOT, Profile, load_profile
@@ -186,14 +187,25 @@ def make_data(profile_name: str, manifest_path: Path) -> list[Path]:
     return built
 
 
-def reproduce(profile_name: str, only: list[str] | None = None, skip_build: bool = False) -> None:
-    """Make the data, execute the notebooks and build the book for one profile."""
+#: The lock a build of this checkout holds while it runs (see :func:`reproduce`).
+BUILD_LOCK = ROOT / ".reproduce.lock"
+
+
+def reproduce(profile_name: str, only: list[str] | None = None, skip_build: bool = False,
+              wait: bool = False) -> None:
+    """Make the data, execute the notebooks and build the book for one profile. One build of
+    a checkout runs at a time (:data:`BUILD_LOCK`): two would share its networks and files,
+    and the chapters that time the machine would time each other. A second build is refused
+    in one line, or with ``wait`` queues behind the first."""
     profile = load_profile(profile_name)
-    start = time.perf_counter()
-    make_data(profile_name, profile.manifest_path)
-    if only is None:
-        train_runs(profile)
-    execute_notebooks(profile, only=only)
-    if not skip_build:
-        build_book()
+    with held_lock(BUILD_LOCK, lambda holder: f"another build of this checkout is running "
+                   f"({holder}); wait for it to finish, or pass --wait to queue behind it",
+                   wait):
+        start = time.perf_counter()
+        make_data(profile_name, profile.manifest_path)
+        if only is None:
+            train_runs(profile)
+        execute_notebooks(profile, only=only)
+        if not skip_build:
+            build_book()
     print(f"[reproduce] {profile_name} profile finished in {time.perf_counter() - start:.0f} s")

@@ -209,7 +209,7 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, worker
     if cfg.probe_event is not None:
         probe = collate([dataset[cfg.probe_event]], dataset.spatial_size).to(device)
     bar = tqdm(total=cfg.iterations, initial=start, desc="train", disable=not progress or rank)
-    with log_path.open("a") if rank == 0 else open(os.devnull, "w") as log:
+    with bar, open(log_path if rank == 0 else os.devnull, "ab", buffering=0) as log:
         for iteration, batch in enumerate(loader(dataset, schedule, workers), start=start + 1):
             t0 = time.perf_counter()
             for group in optimizer.param_groups:
@@ -232,21 +232,18 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, worker
             wall += time.perf_counter() - t0
             predicted = logits.detach().argmax(1)
             accuracy = (predicted == batch.labels).float().mean().item()
-            log.write(json.dumps({"iteration": iteration, "loss": loss.item(),
-                                  "nonzero_accuracy": accuracy, "wall_time_s": wall,
-                                  "peak_memory_bytes": peak_memory_bytes(device),
-                                  "shower_softmax_std": _shower_spread(logits, predicted)})
-                      + "\n")
+            checkpoints.append_row(log.fileno(), {
+                "iteration": iteration, "loss": loss.item(), "nonzero_accuracy": accuracy,
+                "wall_time_s": wall, "peak_memory_bytes": peak_memory_bytes(device),
+                "shower_softmax_std": _shower_spread(logits, predicted)}, log_path)
             if rank == 0 and probe is not None and iteration in cfg.probe_iterations:
                 _save_probe(out_dir / f"probe_{iteration}.npz", model, probe)
-            log.flush()
             bar.update()
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy:.3f}")
             if rank == 0 and (iteration % cfg.checkpoint_every == 0
                               or iteration == cfg.iterations):
                 checkpoints.save(out_dir / f"{checkpoints.PREFIX}{iteration}.pt",
                                  _state(model, optimizer, iteration, wall, cfg, data_sha256))
-    bar.close()
     return out_dir / f"{checkpoints.PREFIX}{cfg.iterations}.pt"
 
 

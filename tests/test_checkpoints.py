@@ -1,16 +1,20 @@
 """Run folders: resume proves it is the same run, divergence saves nothing bad, faults fall back."""
 
+import errno
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from analysis_lib import train as train_module
-from analysis_lib.checkpoints import checkpoints, latest_checkpoint, load
-from analysis_lib.cli import main
+from analysis_lib.checkpoints import checkpoints, digest_path, intact, latest_checkpoint, load
+from analysis_lib.cli import INTERRUPTED, main
 from analysis_lib.data import open_dataset
 from analysis_lib.errors import ConfigError, StorageError, TrainingError
 from analysis_lib.files import file_sha256
@@ -105,7 +109,8 @@ def test_an_unreadable_newest_checkpoint_falls_back_to_the_one_before(common, tm
     (tmp_path / "cut" / "checkpoint_best.pt").write_bytes(b"not a numbered checkpoint")
     with open(tmp_path / "cut" / "metrics.jsonl", "a") as log:
         log.write('{"iteration": 7, "lo')  # a run killed while writing its log
-    with pytest.warns(UserWarning, match="checkpoint_6.pt: not a readable checkpoint"):
+    with pytest.warns(UserWarning, match="checkpoint_6.pt: damaged .* set aside as "
+                      "checkpoint_6.pt.damaged"):
         train(straight, tmp_path / "cut", resume=True, progress=False)
     a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "cut")
     np.testing.assert_array_equal(a["loss"], b["loss"])
@@ -240,3 +245,72 @@ def test_out_of_memory_is_one_line_and_debug_shows_the_traceback(monkeypatch, ca
 def test_negative_loader_workers_are_refused(common, tmp_path):
     with pytest.raises(ConfigError, match="workers=-1 must be >= 0"):
         train(TrainConfig(iterations=1, **common), tmp_path / "run", progress=False, workers=-1)
+
+
+def test_a_checkpoint_is_intact_only_with_the_bytes_it_was_written_with(common, tmp_path):
+    """The sha256 recorded beside it finds a changed byte that still loads; a checkpoint
+    without one (written before they were recorded) is intact if it reads back."""
+    train(TrainConfig(iterations=2, checkpoint_every=2, **common), tmp_path / "run",
+          progress=False)
+    path = tmp_path / "run" / "checkpoint_2.pt"
+    assert intact(path) and digest_path(path).read_text().strip() == file_sha256(path)
+    digest_path(path).unlink()
+    assert intact(path) and digest_path(path).is_file()  # read back, then recorded
+    data = bytearray(path.read_bytes())
+    data[-30] ^= 1  # inside the zip's directory: torch may still read it
+    path.write_bytes(bytes(data))
+    assert not intact(path) and not intact(tmp_path / "run" / "checkpoint_9.pt")
+
+
+def _full_disk_on(name: str, after_calls: int, monkeypatch):
+    """``os.write`` on a file called ``name`` writes half its data, then fails as a full disk
+    does, from the ``after_calls``-th write on."""
+    real, calls = os.write, {"n": 0}
+
+    def write(fd, data):
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith(name):
+            return real(fd, data)
+        calls["n"] += 1
+        if calls["n"] < after_calls:
+            return real(fd, data)
+        real(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", write)
+
+
+def test_a_full_disk_while_logging_is_one_line_and_leaves_whole_rows(tiny_sample, tmp_path,
+                                                                     monkeypatch, capsys):
+    _full_disk_on("metrics.jsonl", 3, monkeypatch)
+    args = ["train", "--data", str(tiny_sample), "--out", str(tmp_path / "run"), "--depth", "3",
+            "--filters", "4", "--batch-size", "2", "--iterations", "5"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: cannot write ") and err.endswith(
+        "metrics.jsonl: No space left on device; free some space or write elsewhere")
+    monkeypatch.undo()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines(keepends=True)
+    assert len(lines) == 2 and all(line.endswith("}\n") for line in lines)
+    assert read_log(tmp_path / "run")["iteration"].tolist() == [1, 2]
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs process groups")
+def test_ctrl_c_during_training_is_one_line_and_the_rerun_resumes(tiny_sample, tmp_path):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: exit 130, the one
+    line and no traceback; ``--resume`` then finishes the run from its last checkpoint."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "analysis_lib", "train", "--data", str(tiny_sample), "--out",
+            str(out), "--depth", "3", "--filters", "4", "--batch-size", "2", "--iterations",
+            "400", "--checkpoint-every", "5"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint_5.pt.sha256").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == INTERRUPTED
+    done = subprocess.run([*args, "--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert read_log(out)["iteration"].tolist() == list(range(1, 401))

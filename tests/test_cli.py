@@ -1,5 +1,10 @@
 """The command line: subcommands run, library errors are one line and exit status 2."""
 
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
 import numpy as np
 
 from analysis_lib.cli import main
@@ -47,3 +52,39 @@ def test_data_make_builds_then_verifies(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "recorded s:" in out and "ok" in out
     assert np.all(open_dataset(tmp_path / "d" / "s.h5")[0].energy > 0)
+
+
+def _hold(lock: Path) -> subprocess.Popen:
+    """Another process holding ``lock`` as a running build holds the build lock."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path\n"
+         "from analysis_lib.files import held_lock\n"
+         f"with held_lock(Path({str(lock)!r}), str):\n print('held', flush=True); "
+         "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_build_of_the_checkout_is_refused_or_waits(tmp_path, monkeypatch, capsys):
+    """Two builds in one checkout would time each other and share half-written networks: the
+    second is refused in one line naming the first, or with --wait starts once it ends."""
+    from analysis_lib import reproduce
+
+    monkeypatch.setattr(reproduce, "BUILD_LOCK", tmp_path / ".reproduce.lock")
+    steps = []
+    for step in ("make_data", "train_runs", "execute_notebooks", "build_book"):
+        monkeypatch.setattr(reproduce, step, lambda *a, step=step, **k: steps.append(step))
+    holder = _hold(reproduce.BUILD_LOCK)
+    try:
+        assert main(["reproduce", "--profile", "ci"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"error: another build of this checkout is running (process "
+                       f"{holder.pid}, started {err.split('started ')[1][:8]}); wait for it to "
+                       f"finish, or pass --wait to queue behind it")
+        assert steps == []
+        threading.Timer(0.5, holder.communicate, [""]).start()
+        assert main(["reproduce", "--profile", "ci", "--wait"]) == 0
+    finally:
+        holder.kill()
+    assert f"waiting for process {holder.pid}" in capsys.readouterr().out
+    assert steps == ["make_data", "train_runs", "execute_notebooks", "build_book"]

@@ -262,14 +262,60 @@ def test_train_all_evaluates_after_training_and_caches(tiny_sample, tmp_path):
         train_all(runs, workers=2, scorings={"other": [(tiny_sample, False)]})
 
 
-def test_train_all_names_the_failing_run(tmp_path):
+def test_train_all_names_the_failing_run(tmp_path, capfd):
+    """One line: the run, its error's last line and the file that holds the traceback, which
+    the worker does not print."""
     corrupt = tmp_path / "corrupt.h5"
     corrupt.write_bytes(b"not an HDF5 file")
     broken = Experiment(TrainConfig(data=str(corrupt), iterations=2), root=tmp_path)
-    with pytest.raises(AnalysisError, match="training broken .* failed with exit code"):
+    with pytest.raises(AnalysisError, match=r"training broken failed: .*DataError: .*corrupt\.h5"
+                       r".* \(traceback in .*failure\.log\)") as err:
         train_all({"broken": broken}, workers=2, report=lambda line: None)
+    assert "\n" not in str(err.value)
+    assert "Traceback" in (broken.folder / "failure.log").read_text()
+    assert "Traceback" not in capfd.readouterr().err
     with pytest.raises(ConfigError, match="workers must be at least 1"):
         train_all({}, workers=0)
+
+
+def test_damaged_final_checkpoint_is_named_set_aside_and_retrained(tiny_sample, tmp_path):
+    """A final checkpoint cut to half its size is not the bytes recorded when it was written:
+    it is set aside with a warning naming the run, never read, and the run trains again; the
+    evaluation cached for the old file is not used (it is keyed on the checkpoint's hash)."""
+    cfg = TrainConfig(data=str(tiny_sample), depth=3, filters=4, batch_size=2, iterations=2,
+                      checkpoint_every=2)
+    run = Experiment(cfg, root=tmp_path, name="tiny")
+    checkpoint = run.run(progress=False)
+    good = checkpoint.read_bytes()
+    weights = torch.load(checkpoint, weights_only=True)["model"]
+    run.evaluation_cache(tiny_sample)
+    run.evaluation(tiny_sample)
+    with open(checkpoint, "r+b") as f:
+        f.truncate(len(good) // 2)
+    with pytest.warns(RuntimeWarning, match=r"run 'tiny' \(\w+\): its final checkpoint is "
+                      r"damaged .* set aside as checkpoint_2\.pt\.damaged, the run trains"):
+        assert not run.is_trained()
+    with pytest.raises(TrainingError, match="not trained yet"):
+        run.evaluation(tiny_sample)
+    assert run.run(progress=False) == checkpoint and run.is_trained()
+    retrained = torch.load(checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(weights[k], retrained[k]) for k in weights)  # deterministic
+    assert (run.folder / "checkpoint_2.pt.damaged").stat().st_size == len(good) // 2
+
+
+def test_evaluation_cache_follows_the_checkpoint(tiny_sample, tmp_path):
+    """Another network in the final checkpoint's place (a file copied over it, its recorded
+    hash with it) is evaluated anew."""
+    cfg = TrainConfig(data=str(tiny_sample), depth=3, filters=4, batch_size=2, iterations=2)
+    run = Experiment(cfg, root=tmp_path)
+    other = Experiment(dataclasses.replace(cfg, seed=1), root=tmp_path)
+    run.run(progress=False)
+    other.run(progress=False)
+    before = run.evaluation_cache(tiny_sample)
+    for suffix in ("", ".sha256"):
+        Path(f"{run.checkpoint}{suffix}").write_bytes(Path(f"{other.checkpoint}{suffix}")
+                                                      .read_bytes())
+    assert run.is_trained() and run.evaluation_cache(tiny_sample) != before
 
 
 def test_code_version_covers_the_engines_c_kernels():
