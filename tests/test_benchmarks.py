@@ -74,3 +74,23 @@ def test_torchrun_with_one_process_trains_through_a_process_group_like_a_plain_r
                       checkpoint_every=3), tmp_path / "plain", progress=False)
     np.testing.assert_array_equal(read_log(tmp_path / "ddp")["loss"],
                                   read_log(tmp_path / "plain")["loss"])
+
+
+def test_bf16_parity_child_trains_in_the_asked_precision_and_pairs_by_hand(tiny_sample, tmp_path):
+    """The parity benchmark's child trains the sparse network under bf16 autocast when asked
+    (the training default keeps fp32 there), and its paired difference is the mean and
+    standard error of per-event differences (hand-computed case)."""
+    parity = runpy.run_path(str(ROOT / "benchmarks" / "bf16_parity.py"))
+    mean, sem = parity["paired"]([0.5, 0.6, 0.9], [0.6, 0.6, 1.0])
+    assert mean == pytest.approx(0.2 / 3)
+    assert sem == pytest.approx(np.std([0.1, 0.0, 0.1], ddof=1) / np.sqrt(3))
+    losses = {}
+    for bf16 in (False, True):
+        spec = {"data": str(tiny_sample), "bf16": bf16, "out": str(tmp_path / str(bf16)),
+                "recipe": {"depth": 3, "filters": 4, "batch_size": 2, "iterations": 3}}
+        done = subprocess.run([sys.executable, "-c", parity["CHILD"], json.dumps(spec)],
+                              capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.split("RESULT ")[1])["step_s"] > 0
+        losses[bf16] = read_log(tmp_path / str(bf16))["loss"]
+    assert not np.array_equal(losses[False], losses[True])  # bf16 products round differently
