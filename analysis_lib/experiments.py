@@ -239,6 +239,7 @@ def _in_worker(job: "_Job", threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    (job.run.folder / FAILURE_LOG).unlink(missing_ok=True)  # an earlier attempt's
     try:
         if not job.cases:
             job.run.run(progress=False)
