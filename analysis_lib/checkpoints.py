@@ -153,6 +153,22 @@ def log_rows(out_dir: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def last_row(out_dir: str | os.PathLike) -> dict | None:
+    """The last whole row of a run's log, read from its end (a log being written: its last
+    line may be partial, and is then skipped); None without one."""
+    path = Path(out_dir) / LOG_NAME
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return None
+    for line in reversed(lines):
+        with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError):
+            return json.loads(line)
+    return None
+
+
 def append_row(fd: int, row: dict, path: Path) -> None:
     """Append one JSON row to the log open (for appending) as file descriptor ``fd``, unbuffered;
     where the disk refuses it (full, gone read-only) the part written is cut off again, so the

@@ -288,6 +288,23 @@ class _Job:
                                name=f"{self.kind} {name}")
 
 
+#: Seconds between the progress lines of the runs in training (a silence of a minute or more
+#: cannot be told from a hang).
+PROGRESS_EVERY_S = 45.0
+
+
+def _progress(job: _Job, name: str, elapsed: float) -> str:
+    """A running job's progress line: a training's iteration, rate and time left, read from
+    the last row of its log; an evaluation's time so far."""
+    row = None if job.cases else checkpoints.last_row(job.run.folder)
+    if row is None:
+        return f"[{job.kind}] {name}: running for {elapsed:.0f} s"
+    done, total = row["iteration"], job.run.config.iterations
+    rate = done / max(row["wall_time_s"], 1e-9)
+    return (f"[train] {name}: {done} of {total} iterations, {rate:.2f} it/s, about "
+            f"{(total - done) / max(rate, 1e-9) / 60:.0f} min left")
+
+
 def train_all(experiments: Mapping[str, Experiment], workers: int,
               report: Callable[[str], None] = print,
               scorings: Mapping[str, list[EvaluationCase]] | None = None) -> None:
@@ -302,9 +319,10 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
     ``benchmarks/train_workers.py``). A fine-tuning run
     starts once its parent is done; among ready runs, the longest chain goes first, and a
     run's evaluations wait for its training and for every ready training (they fill the cores
-    a dependent chain leaves idle). A job that fails stops the others and is named; completed
-    runs and evaluations stay cached and an interrupted training resumes from its last
-    checkpoint next time.
+    a dependent chain leaves idle). While jobs run, each reports a progress line every
+    :data:`PROGRESS_EVERY_S`. A job that fails stops the others and is named; completed runs
+    and evaluations stay cached and an interrupted training resumes from its last checkpoint
+    next time.
     """
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
@@ -337,6 +355,7 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
     context = preloaded_context(__name__)
     running: dict[int, tuple[multiprocessing.process.BaseProcess, _Job, float]] = {}
     total, started = len(pending), 0
+    reported = time.perf_counter()
     try:
         while pending or evaluations or running:
             waiting = set(pending) | {job.run.key for _, job, _ in running.values()
@@ -359,7 +378,14 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
                 process = job.process(context, threads, name)
                 process.start()
                 running[process.sentinel] = (process, job, time.perf_counter())
-            for sentinel in multiprocessing.connection.wait(list(running)):
+            now = time.perf_counter()
+            finished = multiprocessing.connection.wait(
+                list(running), max(0.0, reported + PROGRESS_EVERY_S - now))
+            if (now := time.perf_counter()) >= reported + PROGRESS_EVERY_S:
+                reported = now
+                for _, job, start in running.values():
+                    report(_progress(job, names[job.run.key], now - start))
+            for sentinel in finished:
                 process, job, start = running.pop(sentinel)
                 process.join()
                 if process.exitcode != 0:

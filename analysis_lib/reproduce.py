@@ -9,6 +9,7 @@ The notebooks' sources are MyST text notebooks in ``book/notebooks``; the execut
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +20,7 @@ import papermill
 import yaml
 from nbclient.exceptions import DeadKernelError
 
+from analysis_lib import experiments
 from analysis_lib.chapter_params import scorings as scorings_of
 from analysis_lib.data.manifest import SimulatedSet, load_manifest, make_missing
 from analysis_lib.errors import AnalysisError, DataError
@@ -91,9 +93,14 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
     :data:`RUN_LAST`. A failing cell stops the build with the notebook and cell named."""
     executed = book / "executed"
     executed.mkdir(exist_ok=True)
+    running: dict[str, float] = {}
 
     def run(name: str) -> None:
-        _execute(book / "notebooks" / f"{name}.md", executed / f"{name}.ipynb", profile)
+        running[name] = time.perf_counter()
+        try:
+            _execute(book / "notebooks" / f"{name}.md", executed / f"{name}.ipynb", profile)
+        finally:
+            del running[name]
 
     order = [n for n in execution_order(book) if only is None or n in only]
     order += [n for n in only or () if n not in order]
@@ -103,6 +110,8 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
     path = os.environ.get("PATH", "")
     # the kernels' python must be this environment's; PATH is restored after
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + path
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(running, stop), daemon=True).start()
     try:
         for name in alone:
             run(name)
@@ -112,7 +121,18 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
         for name in last:
             run(name)
     finally:
+        stop.set()
         os.environ["PATH"] = path
+
+
+def _heartbeat(running: dict[str, float], stop: threading.Event) -> None:
+    """Every :data:`~analysis_lib.experiments.PROGRESS_EVERY_S`, the notebooks executing and
+    for how long, until ``stop``: a notebook that trains or times for minutes is not a hang."""
+    while not stop.wait(experiments.PROGRESS_EVERY_S):
+        now = time.perf_counter()
+        names = [f"{name} ({now - start:.0f} s)" for name, start in list(running.items())]
+        if names:
+            print(f"[reproduce] executing: {', '.join(names)}", flush=True)
 
 
 def _execute(source: Path, target: Path, profile: Profile) -> None:

@@ -3,6 +3,7 @@
 import dataclasses
 import math
 import os
+import re
 import signal
 import statistics
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis_lib import profile
+from analysis_lib import experiments, profile
 from analysis_lib.batching import first_events
 from analysis_lib.chapter_params import Table2Column
 from analysis_lib.errors import AnalysisError, ConfigError, TrainingError
@@ -336,3 +337,16 @@ def test_lineage_names_every_training_of_a_fine_tuned_run(tiny_sample, tmp_path)
     assert main.lineage == "3 iterations (main)"
     assert tuned.lineage == "2 iterations (tuned) after 3 (main)"
     assert longer.lineage == "5 iterations after 2 (tuned) after 3 (main)"
+
+
+def test_train_all_reports_each_training_while_it_runs(tiny_sample, tmp_path, monkeypatch):
+    """A progress line per running training at each interval: its iteration of the total,
+    rate and time left, so that a long training cannot be taken for a hang."""
+    monkeypatch.setattr(experiments, "PROGRESS_EVERY_S", 0.5)
+    cfg = TrainConfig(data=str(tiny_sample), depth=3, filters=4, batch_size=2, iterations=60)
+    lines = []
+    train_all({"slow": Experiment(cfg, root=tmp_path)}, workers=1, report=lines.append)
+    progress = [line for line in lines if " of 60 iterations" in line]
+    assert progress, lines
+    assert all(re.fullmatch(r"\[train\] slow: \d+ of 60 iterations, [\d.]+ it/s, about \d+ min "
+                            r"left", line) for line in progress)

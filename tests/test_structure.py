@@ -375,3 +375,17 @@ def test_setting_runs_compared_differ_in_batch_or_image_size_alone(name):
         assert x == dataclasses.replace(y, **{f: getattr(x, f) for f in allowed}), (a, b)
         assert runs[a].parent == runs[b].parent, (a, b)
     assert compared >= 2  # one pair for the batch, one for the image size
+
+
+def test_a_long_notebook_is_reported_while_it_executes(tmp_path, monkeypatch, capsys):
+    """Every progress interval, the notebooks executing and for how long."""
+    from analysis_lib import experiments
+    from analysis_lib.reproduce import execute_notebooks
+    from analysis_lib.study import Profile
+
+    monkeypatch.setattr(experiments, "PROGRESS_EVERY_S", 0.5)
+    _one_notebook_book(tmp_path, "slow", ["import time\ntime.sleep(3)"])
+    execute_notebooks(Profile("ci", "data_manifest.yaml", {}, Training(), {}), book=tmp_path)
+    beats = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("[reproduce] executing: slow (")]
+    assert beats and all(re.fullmatch(r"\[reproduce\] executing: slow \(\d+ s\)", b) for b in beats)
