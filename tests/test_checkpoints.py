@@ -302,7 +302,9 @@ def test_ctrl_c_during_training_is_one_line_and_the_rerun_resumes(tiny_sample, t
     args = [sys.executable, "-m", "analysis_lib", "train", "--data", str(tiny_sample), "--out",
             str(out), "--depth", "3", "--filters", "4", "--batch-size", "2", "--iterations",
             "400", "--checkpoint-every", "5"]
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # a shell that started the tests in the background may have left SIGINT ignored
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (out / "checkpoint_5.pt.sha256").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
