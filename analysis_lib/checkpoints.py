@@ -63,6 +63,11 @@ def save(path: Path, state: dict) -> None:
         except RuntimeError as err:  # torch's writer reports a full disk as a RuntimeError
             raise StorageError(f"cannot write {path}: {str(err).splitlines()[0]}; free some "
                                f"space or write elsewhere") from None
+    _record_digest(path)
+
+
+def _record_digest(path: Path) -> None:
+    """Write a checkpoint's sha256 beside it."""
     write_text(digest_path(path), file_sha256(path) + "\n")
 
 
@@ -80,7 +85,7 @@ def intact(path: str | os.PathLike) -> bool:
         load(path)
     except DataError:
         return False
-    write_text(recorded, file_sha256(path) + "\n")
+    _record_digest(path)
     return True
 
 
