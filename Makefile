@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= ci
 
-.PHONY: test book lab bench data lint clean
+.PHONY: test book check-book chromium lab bench data lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,12 +14,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 book: $(STAMP)
 	$(PY) -m analysis_lib reproduce --profile $(PROFILE)
+
+# Every page of the built book in headless Chromium (see analysis_lib/book/browser.py);
+# screenshots in _build/screenshots/.
+check-book: $(STAMP) chromium
+	$(PY) -m analysis_lib check-book
+
+# Debian's Chromium for the browser tests, installed where missing (as root, with apt-get);
+# elsewhere install it yourself, or those tests are skipped.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	  >/dev/null; } || echo "no Chromium here and no apt-get as root: browser tests skipped"
 
 # JupyterLab on the text notebooks (jupytext opens each .md as a notebook: Open With >
 # Notebook); each runs top to bottom on the ci profile, or set `profile` in its first cell.

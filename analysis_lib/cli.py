@@ -1,5 +1,5 @@
 """Command line: ``python -m analysis_lib simulate|data|validate-sim|train|evaluate|michel|
-reproduce|findings``."""
+reproduce|findings|check-book``."""
 
 import argparse
 import dataclasses
@@ -93,6 +93,24 @@ def _cmd_findings(args: argparse.Namespace) -> None:
         return
     findings_report.write_between_markers(args.update_readme, table)
     print(f"updated the findings section of {args.update_readme}")
+
+
+def _cmd_check_book(args: argparse.Namespace) -> None:
+    from analysis_lib.book.browser import check_book
+
+    checks = check_book(args.html, screenshots=args.screenshots)
+    width = max(len(c.page) for c in checks)
+    print(f"{'page':<{width}}  figures  drawn  result")
+    for c in checks:
+        print(f"{c.page:<{width}}  {c.images:>7}  {c.expected_images:>5}  "
+              f"{'ok' if c.passed else 'FAIL'}")
+        for problem in c.problems:
+            print(f"{'':<{width}}  {problem}")
+    failed = [c.page for c in checks if not c.passed]
+    if failed:
+        raise AnalysisError(f"{len(failed)} of {len(checks)} pages failed in the browser: "
+                            f"{', '.join(failed)}")
+    print(f"{len(checks)} pages passed in Chromium; screenshots in {args.screenshots}")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -265,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update-readme", type=Path, default=None, metavar="README",
                    help="write the table between the README's findings markers")
     p.set_defaults(func=_cmd_findings)
+
+    p = sub.add_parser("check-book", help="open every page of the built book in headless "
+                       "Chromium and fail on what a reader would see broken")
+    p.add_argument("--html", type=Path, default=Path("_build/html"))
+    p.add_argument("--screenshots", type=Path, default=Path("_build/screenshots"))
+    p.set_defaults(func=_cmd_check_book)
     return parser
 
 

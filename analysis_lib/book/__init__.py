@@ -1,0 +1,1 @@
+"""The rendered book: executing its chapters when Sphinx builds it, checking it in a browser."""
