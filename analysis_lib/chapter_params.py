@@ -147,7 +147,8 @@ class Relabeling:
 
 @dataclass(frozen=True)
 class Findings:
-    """The findings page reads the other chapters' recorded results; it takes no parameters."""
+    """The findings page reads the other chapters' recorded results; it takes no parameters.
+    So do the book's first page (``overview``) and its Methods page, which reads the profile."""
 
 
 def scorings(params: object) -> tuple[Scoring, ...]:
@@ -161,5 +162,5 @@ CHAPTERS: dict[str, type] = {
     "dataset": Dataset, "simulator_validation": SimulatorValidation,
     "sparse_vs_dense": SparseVsDense, "michel": Michel, "learning_dynamics": LearningDynamics,
     "architecture": Architecture, "image_sizes": ImageSizes, "mistakes": Mistakes,
-    "relabeling": Relabeling, "findings": Findings,
+    "relabeling": Relabeling, "findings": Findings, "overview": Findings, "methods": Findings,
 }

@@ -82,6 +82,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> None:
 
 def _cmd_findings(args: argparse.Namespace) -> None:
     from analysis_lib import findings, findings_report, results
+    from analysis_lib.book import build_times
+    from analysis_lib.book.build_times import BuildTimes
 
     recorded = results.load_all(args.results)
     if not recorded:
@@ -93,6 +95,11 @@ def _cmd_findings(args: argparse.Namespace) -> None:
         return
     findings_report.write_between_markers(args.update_readme, table)
     print(f"updated the findings section of {args.update_readme}")
+    times = BuildTimes.load(recorded)
+    if times is not None:
+        findings_report.write_between_markers(args.update_readme, build_times.markdown(times),
+                                              "build")
+        print(f"updated the build section of {args.update_readme}")
 
 
 def _cmd_check_book(args: argparse.Namespace) -> None:
@@ -281,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=None,
                    help="folder of the chapters' results (default: the executed book's)")
     p.add_argument("--update-readme", type=Path, default=None, metavar="README",
-                   help="write the table between the README's findings markers")
+                   help="write the table between the README's findings markers, and the last "
+                   "full build's times between its build markers")
     p.set_defaults(func=_cmd_findings)
 
     p = sub.add_parser("check-book", help="open every page of the built book in headless "

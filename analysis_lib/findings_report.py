@@ -1,5 +1,6 @@
 """The findings as tables: the Findings page's coloured frame and the README's Markdown section
-between its markers (``python -m analysis_lib findings --update-readme README.md``)."""
+between its markers (``python -m analysis_lib findings --update-readme README.md``, which also
+writes the README's build section)."""
 
 from pathlib import Path
 
@@ -48,14 +49,17 @@ def markdown(verdicts: list[Verdict]) -> str:
     return "\n".join(lines)
 
 
-START_MARKER, END_MARKER = "<!-- findings:start -->", "<!-- findings:end -->"
+def markers(section: str) -> tuple[str, str]:
+    """The comments that open and close a generated section of a Markdown file."""
+    return f"<!-- {section}:start -->", f"<!-- {section}:end -->"
 
 
-def write_between_markers(path: str | Path, text: str) -> None:
-    """Replace what lies between :data:`START_MARKER` and :data:`END_MARKER` in a file."""
+def write_between_markers(path: str | Path, text: str, section: str = "findings") -> None:
+    """Replace what lies between the :func:`markers` of ``section`` in a file."""
     path = Path(path)
     content = path.read_text()
-    start, end = content.find(START_MARKER), content.find(END_MARKER)
+    start_marker, end_marker = markers(section)
+    start, end = content.find(start_marker), content.find(end_marker)
     if start < 0 or end < start:
-        raise DataError(f"{path}: no '{START_MARKER}' … '{END_MARKER}' section to update")
-    write_text(path, content[: start + len(START_MARKER)] + "\n" + text + "\n" + content[end:])
+        raise DataError(f"{path}: no '{start_marker}' … '{end_marker}' section to update")
+    write_text(path, content[: start + len(start_marker)] + "\n" + text + "\n" + content[end:])

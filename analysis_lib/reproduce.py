@@ -22,13 +22,16 @@ from nbclient.exceptions import DeadKernelError
 
 from analysis_lib import experiments
 from analysis_lib.book.build import EXECUTED_ENV
+from analysis_lib.book.build_times import BuildTimes, cpu_model, usable_cores
 from analysis_lib.chapter_params import scorings as scorings_of
 from analysis_lib.data.manifest import SimulatedSet, load_manifest, make_missing
 from analysis_lib.errors import AnalysisError, DataError
 from analysis_lib.experiments import profile_runs, train_all
 from analysis_lib.files import held_lock
+from analysis_lib.plots import git_commit
 from analysis_lib.sim.config import GENERATOR_VERSION
 from analysis_lib.sim.simulate import simulate
+from analysis_lib.sparse import native
 from analysis_lib.study import BOOK, ROOT, Profile, load_profile
 
 
@@ -42,7 +45,7 @@ def notebook_order(book: Path = BOOK) -> list[str]:
 
 
 #: Notebooks that read the others' recorded results, so run after them whatever their place.
-RUN_LAST = ("findings",)
+RUN_LAST = ("findings", "overview")
 
 #: Notebooks that time the machine (Table II, Figures 3-5 and 10-11): each runs by itself,
 #: before the others, and trains the runs whose wall time it reports (``training.alone``). The
@@ -52,10 +55,10 @@ RUN_ALONE = ("sparse_vs_dense", "architecture")
 
 def execution_order(book: Path = BOOK) -> list[str]:
     """The table of contents' order, with :data:`RUN_ALONE` moved to the front and
-    :data:`RUN_LAST` to the end."""
+    :data:`RUN_LAST` to the end, in its own order."""
     order = notebook_order(book)
     first = [n for n in order if n in RUN_ALONE]
-    last = [n for n in order if n in RUN_LAST]
+    last = [n for n in RUN_LAST if n in order]
     return first + [n for n in order if n not in first + last] + last
 
 
@@ -86,20 +89,24 @@ def _hide_injected_cell(path: Path) -> None:
     nbformat.write(notebook, path)
 
 
-def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | None = None) -> None:
+def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | None = None
+                      ) -> dict[str, float]:
     """Run each notebook with papermill, which sets its ``profile``; the notebook asks
     :func:`analysis_lib.study.chapter` for the rest. The notebooks of :data:`RUN_ALONE` run
     first, one at a time, then the others ``profile.training.workers`` at a time (on 2 cores
     the ci profile's seven took about 65 s, against 108 s one after another), then
-    :data:`RUN_LAST`. A failing cell stops the build with the notebook and cell named."""
+    :data:`RUN_LAST`. A failing cell stops the build with the notebook and cell named.
+    Returns each notebook's wall time in seconds."""
     executed = book / "executed"
     executed.mkdir(exist_ok=True)
     running: dict[str, float] = {}
+    took: dict[str, float] = {}
 
     def run(name: str) -> None:
         running[name] = time.perf_counter()
         try:
             _execute(book / "notebooks" / f"{name}.md", executed / f"{name}.ipynb", profile)
+            took[name] = time.perf_counter() - running[name]
         finally:
             del running[name]
 
@@ -124,6 +131,7 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
     finally:
         stop.set()
         os.environ["PATH"] = path
+    return took
 
 
 def _heartbeat(running: dict[str, float], stop: threading.Event) -> None:
@@ -225,9 +233,18 @@ def reproduce(profile_name: str, only: list[str] | None = None, skip_build: bool
                    wait):
         start = time.perf_counter()
         make_data(profile_name, profile.manifest_path)
+        data_done = time.perf_counter()
         if only is None:
             train_runs(profile)
-        execute_notebooks(profile, only=only)
+        training_done = time.perf_counter()
+        notebooks = execute_notebooks(profile, only=only)
+        notebooks_done = time.perf_counter()
         if not skip_build:
             build_book()
-    print(f"[reproduce] {profile_name} profile finished in {time.perf_counter() - start:.0f} s")
+        end = time.perf_counter()
+        if only is None:  # a full build: the README's timings come from this record
+            BuildTimes(profile_name, git_commit(ROOT), cpu_model(), usable_cores(),
+                       native.instruction_set() or "none (im2col)", data_done - start,
+                       training_done - data_done, notebooks,
+                       None if skip_build else end - notebooks_done, end - start).record()
+    print(f"[reproduce] {profile_name} profile finished in {end - start:.0f} s")

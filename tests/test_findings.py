@@ -183,7 +183,7 @@ def test_results_round_trip_with_numpy_and_nan(tmp_path):
 
 def test_readme_section_is_replaced_between_markers(tmp_path):
     readme = tmp_path / "README.md"
-    start, end = findings_report.START_MARKER, findings_report.END_MARKER
+    start, end = findings_report.markers("findings")
     readme.write_text(f"# x\n{start}\nold\n{end}\nrest\n")
     findings_report.write_between_markers(readme, "new table")
     assert readme.read_text() == f"# x\n{start}\nnew table\n{end}\nrest\n"

@@ -203,10 +203,10 @@ def test_dry_run_needs_no_data(tmp_path):
     assert {row["init"] for row in plan} == {"", "main", "relabeled"}
 
 
-def test_findings_page_comes_first_in_the_book_and_runs_last():
-    assert notebook_order()[0] == "findings"
+def test_overview_and_findings_come_first_in_the_book_and_run_last():
+    assert notebook_order()[:2] == ["overview", "findings"]
     order = execution_order()
-    assert order[-1] == "findings" and sorted(order) == sorted(notebook_order())
+    assert order[-2:] == ["findings", "overview"] and sorted(order) == sorted(notebook_order())
 
 
 def test_the_timing_chapters_run_first():
