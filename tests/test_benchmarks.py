@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis_lib.train import read_log, train
-from analysis_lib.train_config import TrainConfig
+from analysis_lib.training.config import TrainConfig
+from analysis_lib.training.loop import read_log, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,8 +26,8 @@ def test_time_to_accuracy_baseline_package_trains(tiny_sample, tmp_path):
         pytest.skip(f"commit {commit} is not in this clone's history")
     root = bench["hybrid_package"](tmp_path / "baseline", commit)
     assert bench["RECIPES"]["baseline"]["amp"] is False  # the pinned engine trains in fp32
-    child = ("import sys; from analysis_lib.train import train; "
-             "from analysis_lib.train_config import TrainConfig; "
+    child = ("import sys; from analysis_lib.training.loop import train; "
+             "from analysis_lib.training.config import TrainConfig; "
              "train(TrainConfig(data=sys.argv[1], depth=3, filters=4, batch_size=2, "
              "iterations=2, checkpoint_every=2, amp=False), sys.argv[2], progress=False)")
     out = subprocess.run([sys.executable, "-c", child, str(tiny_sample), str(tmp_path / "run")],

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from analysis_lib.book import build
+from analysis_lib.core import env
 
 TOC = """format: jb-book
 root: intro
@@ -67,7 +68,7 @@ def test_runs_reproduce_for_what_is_stale(book, monkeypatch):
 def test_a_failed_execution_stops_the_build_in_one_line(book, monkeypatch, capsys):
     monkeypatch.setattr(build.subprocess, "run",
                         lambda cmd, cwd: types.SimpleNamespace(returncode=1))
-    monkeypatch.delenv(build.EXECUTED_ENV, raising=False)
+    monkeypatch.delenv(env.BOOK_EXECUTED, raising=False)
     app = types.SimpleNamespace(srcdir=str(book))
     with pytest.raises(SystemExit) as stop:
         build._on_config_inited(app, None)
@@ -77,7 +78,7 @@ def test_a_failed_execution_stops_the_build_in_one_line(book, monkeypatch, capsy
 
 
 def test_reproduce_marks_its_own_build_fresh(book, monkeypatch):
-    monkeypatch.setenv(build.EXECUTED_ENV, "1")
+    monkeypatch.setenv(env.BOOK_EXECUTED, "1")
     monkeypatch.setattr(build.subprocess, "run", lambda *a, **k: pytest.fail("executed"))
     build._on_config_inited(types.SimpleNamespace(srcdir=str(book)), None)
 

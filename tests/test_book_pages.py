@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analysis_lib import paper
-from analysis_lib.book import build_times, pages, prose
-from analysis_lib.book.build_times import BuildTimes
-from analysis_lib.findings import CLAIMS, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Verdict
-from analysis_lib.study import BOOK, ROOT, load_profile
+from analysis_lib.book import pages, prose
+from analysis_lib.core import paper
+from analysis_lib.core.paths import BOOK, ROOT
+from analysis_lib.report.findings import CLAIMS, NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Verdict
+from analysis_lib.study import build_times
+from analysis_lib.study.build_times import BuildTimes
+from analysis_lib.study.profiles import load_profile
 
 
 def test_findings_sentence_counts_each_verdict():
@@ -73,7 +75,7 @@ def test_build_times_round_trip_and_read_as_minutes(tmp_path):
                        {"michel": 120.0, "findings": 6.0, "mistakes": 30.0, "x": 1.0}, 90.0,
                        1200.0)
     times.record(tmp_path)
-    from analysis_lib import results
+    from analysis_lib.study import results
 
     loaded = BuildTimes.load(results.load_all(tmp_path))
     assert loaded == times

@@ -12,14 +12,20 @@ import numpy as np
 import pytest
 import torch
 
-from analysis_lib import train as train_module
-from analysis_lib.checkpoints import checkpoints, digest_path, intact, latest_checkpoint, load
 from analysis_lib.cli import INTERRUPTED, main
+from analysis_lib.core.errors import ConfigError, StorageError, TrainingError
+from analysis_lib.core.files import file_sha256
 from analysis_lib.data import open_dataset
-from analysis_lib.errors import ConfigError, StorageError, TrainingError
-from analysis_lib.files import file_sha256
-from analysis_lib.train import read_log, train
-from analysis_lib.train_config import TrainConfig
+from analysis_lib.training import loop as train_module
+from analysis_lib.training.checkpoints import (
+    checkpoints,
+    digest_path,
+    intact,
+    latest_checkpoint,
+    load,
+)
+from analysis_lib.training.config import TrainConfig
+from analysis_lib.training.loop import read_log, train
 
 
 @pytest.fixture
@@ -82,7 +88,7 @@ def test_a_second_training_into_a_folder_in_use_is_refused(common, three_done, t
     """Another process holds the run folder (as a running training does): a training into it,
     resumed or new, fails in one line naming the holder, and the folder's checkpoint stays."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from analysis_lib.files import folder_lock\n"
+        [sys.executable, "-c", "import sys; from analysis_lib.core.files import folder_lock\n"
          f"with folder_lock({str(three_done)!r}):\n print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -205,7 +211,7 @@ def test_evaluate_refuses_a_batch_size_below_one(common, tmp_path, capsys):
 
 
 def test_a_2d_network_is_evaluated_on_the_projection_it_was_trained_on(tmp_path):
-    from analysis_lib.inference import evaluate
+    from analysis_lib.evaluation.inference import evaluate
     from analysis_lib.sim import simulate
 
     data = simulate(tmp_path / "2d.h5", 6, 32, seed=3, dim=2, workers=1, progress=False)
@@ -229,7 +235,7 @@ def test_a_full_disk_while_checkpointing_is_one_storage_error(common, tmp_path, 
 
 
 def test_out_of_memory_is_one_line_and_debug_shows_the_traceback(monkeypatch, capsys):
-    from analysis_lib import inference
+    from analysis_lib.evaluation import inference
 
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
+from analysis_lib.core.errors import DataError
 from analysis_lib.data import PARTICLE_DTYPE, ImageMeta, Larcv3File, Larcv3Writer, open_dataset
-from analysis_lib.errors import DataError
 
 META3 = ImageMeta((16, 12, 10), (0.3, 0.3, 0.3), (0.0, -5.0, 1.5))
 METAS2 = (

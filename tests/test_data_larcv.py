@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from analysis_lib.core.errors import ConfigError, DataError
 from analysis_lib.data.larcv_read import Larcv3File
 from analysis_lib.data.larcv_schema import (
     EXTENTS_DTYPE,
@@ -21,7 +22,6 @@ from analysis_lib.data.larcv_schema import (
     image_meta_dtype,
 )
 from analysis_lib.data.larcv_write import Larcv3Writer
-from analysis_lib.errors import ConfigError, DataError
 
 META3 = ImageMeta((8, 6, 5), (0.3, 0.3, 0.3), (-1.0, 0.0, 2.0))
 

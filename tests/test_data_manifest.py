@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
+from analysis_lib.core.errors import ConfigError, DataError
 from analysis_lib.data.manifest import load_manifest, make_missing, record_hashes, verify
-from analysis_lib.errors import ConfigError, DataError
 
 MANIFEST = """\
 data_dir: data            # relative to the manifest file

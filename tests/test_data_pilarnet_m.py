@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 
+from analysis_lib.core.errors import DataError
 from analysis_lib.data.pilarnet_m import open_pilarnet_m, study_classes
-from analysis_lib.errors import DataError
 
 # size, cluster id, group id, interaction id, semantic, pid
 CLUSTERS_V2 = np.array(

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from analysis_lib.core.errors import DataError
 from analysis_lib.data.dataset import Event, open_dataset
 from analysis_lib.data.larcv_schema import ImageMeta
 from analysis_lib.data.projection import project
@@ -13,7 +14,6 @@ from analysis_lib.data.summary import (
     relabel_counts,
     voxel_counts,
 )
-from analysis_lib.errors import DataError
 
 META = ImageMeta((4, 4, 4), (0.3,) * 3, (0.0,) * 3)
 

@@ -1,9 +1,11 @@
 """Cached runs and resource measurements."""
 
 import dataclasses
+import hashlib
 import math
 import os
 import re
+import shutil
 import signal
 import statistics
 from pathlib import Path
@@ -11,16 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis_lib import experiments, profile
-from analysis_lib.batching import first_events
-from analysis_lib.chapter_params import Table2Column
-from analysis_lib.errors import AnalysisError, ConfigError, TrainingError
-from analysis_lib.experiments import Experiment, code_version, profile_runs, train_all
-from analysis_lib.files import file_sha256
-from analysis_lib.inference import evaluate
-from analysis_lib.metrics import Evaluation
-from analysis_lib.profile import ModelSpec, measure, measure_cases, measure_table2
-from analysis_lib.train_config import RunSpec, TrainConfig
+from analysis_lib.core.errors import AnalysisError, ConfigError, TrainingError
+from analysis_lib.core.files import file_sha256
+from analysis_lib.data.manifest import load_manifest
+from analysis_lib.evaluation import resources as profile
+from analysis_lib.evaluation.inference import evaluate
+from analysis_lib.evaluation.metrics import Evaluation
+from analysis_lib.evaluation.resources import ModelSpec, measure, measure_cases, measure_table2
+from analysis_lib.study import pool
+from analysis_lib.study.chapter_params import Table2Column
+from analysis_lib.study.experiments import Experiment, code_version, profile_runs
+from analysis_lib.study.pool import train_all
+from analysis_lib.training.batching import first_events
+from analysis_lib.training.config import RunSpec, TrainConfig
 
 
 def _specs(mappings):
@@ -83,11 +88,6 @@ def test_the_artifacts_folder_can_be_moved(tiny_sample, tmp_path, monkeypatch):
     run = profile_runs(_specs({"a": {"data": "tiny", "depth": 3}}),
                        lambda name: tiny_sample)["a"]
     assert run.folder.parent == tmp_path / "elsewhere"
-
-
-def test_code_version_is_stable():
-    assert code_version() == code_version()
-    assert len(code_version()) == 16
 
 
 @pytest.mark.parametrize("mode", ["inference", "train"])
@@ -319,13 +319,65 @@ def test_evaluation_cache_follows_the_checkpoint(tiny_sample, tmp_path):
     assert run.is_trained() and run.evaluation_cache(tiny_sample) != before
 
 
-def test_code_version_covers_the_engines_c_kernels():
-    """A change to the C kernels retrains, as a change to the Python engine does."""
-    from analysis_lib import experiments
+def _keys_after_appending(package: Path, relative: str) -> tuple[str, str]:
+    """The training and evaluation code versions of ``package`` after appending a comment to
+    one of its files."""
+    from analysis_lib.study.experiments import EVALUATION_CODE, TRAINING_CODE
 
-    sparse = Path(experiments.__file__).parent / "sparse"
-    names = [p.name for p in experiments._sources(sparse)]
-    assert "native.c" in names and "kernels.py" in names
+    path = package / relative
+    path.write_text(path.read_text() + ("\n// x\n" if path.suffix == ".c" else "\n# x\n"))
+    return (code_version.__wrapped__(TRAINING_CODE, package),
+            code_version.__wrapped__(EVALUATION_CODE, package))
+
+
+@pytest.mark.parametrize("cosmetic", [
+    "report/plots.py",  # the class colours
+    "report/tables.py", "report/findings.py", "report/findings_report.py",
+    "book/pages.py", "core/paper.py", "cli.py",
+])
+def test_a_cosmetic_change_keeps_every_network_and_evaluation(tmp_path, cosmetic):
+    from analysis_lib.study.experiments import PACKAGE
+
+    package = Path(shutil.copytree(PACKAGE, tmp_path / "analysis_lib",
+                                   ignore=shutil.ignore_patterns("__pycache__")))
+    before = _keys_after_appending(package, "__init__.py")  # outside both keys
+    assert _keys_after_appending(package, cosmetic) == before
+
+
+@pytest.mark.parametrize("source, retrains", [
+    ("sparse/native.c", True), ("sparse/kernels.py", True), ("training/loop.py", True),
+    ("core/labels.py", True), ("data/relabel.py", True), ("models/uresnet.py", True),
+    ("evaluation/metrics.py", False), ("evaluation/inference.py", False),
+])
+def test_a_change_to_what_computes_retrains_or_reevaluates(tmp_path, source, retrains):
+    from analysis_lib.study.experiments import PACKAGE
+
+    package = Path(shutil.copytree(PACKAGE, tmp_path / "analysis_lib",
+                                   ignore=shutil.ignore_patterns("__pycache__")))
+    training, evaluation = _keys_after_appending(package, "__init__.py")
+    after = _keys_after_appending(package, source)
+    assert (after[0] != training) is retrains
+    assert after[1] != evaluation  # every such change re-evaluates
+
+
+def test_the_dry_run_says_which_runs_are_cached(tmp_path, monkeypatch):
+    from analysis_lib.study.plan import plan_runs
+    from analysis_lib.study.profiles import load_profile
+    from analysis_lib.training import checkpoints
+
+    monkeypatch.setenv("ANALYSIS_LIB_ARTIFACTS", str(tmp_path / "artifacts"))
+    profile = load_profile("ci")
+    manifest = shutil.copy(profile.manifest_path, tmp_path / "data_manifest.yaml")
+    plan = plan_runs(profile, Path(manifest))
+    assert {row["cached"] for row in plan} == {"no"}
+    runs = profile_runs(profile.runs, lambda name: tmp_path / f"{name}.h5",
+                        data_sha256=load_manifest(manifest).sha256_of)
+    checkpoint = runs["arch_d4_f8"].checkpoint
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"weights")
+    checkpoints.digest_path(checkpoint).write_text(hashlib.sha256(b"weights").hexdigest())
+    cached = {row["run"]: row["cached"] for row in plan_runs(profile, Path(manifest))}
+    assert cached.pop("arch_d4_f8") == "yes" and set(cached.values()) == {"no"}
 
 
 def test_lineage_names_every_training_of_a_fine_tuned_run(tiny_sample, tmp_path):
@@ -342,7 +394,7 @@ def test_lineage_names_every_training_of_a_fine_tuned_run(tiny_sample, tmp_path)
 def test_train_all_reports_each_training_while_it_runs(tiny_sample, tmp_path, monkeypatch):
     """A progress line per running training at each interval: its iteration of the total,
     rate and time left, so that a long training cannot be taken for a hang."""
-    monkeypatch.setattr(experiments, "PROGRESS_EVERY_S", 0.5)
+    monkeypatch.setattr(pool, "PROGRESS_EVERY_S", 0.5)
     cfg = TrainConfig(data=str(tiny_sample), depth=3, filters=4, batch_size=2, iterations=60)
     lines = []
     train_all({"slow": Experiment(cfg, root=tmp_path)}, workers=1, report=lines.append)
@@ -350,3 +402,13 @@ def test_train_all_reports_each_training_while_it_runs(tiny_sample, tmp_path, mo
     assert progress, lines
     assert all(re.fullmatch(r"\[train\] slow: \d+ of 60 iterations, [\d.]+ it/s, about \d+ min "
                             r"left", line) for line in progress)
+
+
+def test_computing_a_key_compiles_nothing_and_picks_no_device(tiny_sample, monkeypatch):
+    from analysis_lib.sparse import native
+
+    native._build.cache_clear()
+    monkeypatch.setattr(native, "_build", lambda isa: pytest.fail("a key compiled the kernels"))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: pytest.fail("a key set a device"))
+    run = Experiment(TrainConfig(data=str(tiny_sample), depth=2, filters=4, iterations=3))
+    assert len(run.key) == 12

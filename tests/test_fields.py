@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from analysis_lib.errors import ConfigError, DataError
-from analysis_lib.fields import DataSetName, Names, RunName, build, check_keys
+from analysis_lib.core.errors import ConfigError, DataError
+from analysis_lib.core.fields import DataSetName, Names, RunName, build, check_keys
 
 
 @dataclass(frozen=True)

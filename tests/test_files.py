@@ -5,8 +5,8 @@ import hashlib
 import pytest
 
 from analysis_lib.cli import main
-from analysis_lib.errors import ConfigError, StorageError
-from analysis_lib.files import atomic_output, file_sha256, write_text
+from analysis_lib.core.errors import ConfigError, StorageError
+from analysis_lib.core.files import atomic_output, file_sha256, write_text
 from analysis_lib.sim import simulate
 
 

@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis_lib import evidence, findings, findings_report, results
-from analysis_lib.errors import DataError
-from analysis_lib.findings import NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED
-from analysis_lib.metrics import Evaluation
+from analysis_lib.core.errors import DataError
+from analysis_lib.evaluation.metrics import Evaluation
+from analysis_lib.report import evidence, findings, findings_report
+from analysis_lib.report.findings import NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED
+from analysis_lib.study import results
 
 
 def _summary(acc, std=0.05, n=100, classwise=(0.9, 0.9, 0.9, 0.5, 0.4), test_set="t",

@@ -4,9 +4,9 @@ import numpy as np
 
 from analysis_lib.data import open_dataset
 from analysis_lib.data.relabel import relabel
-from analysis_lib.inference import load_model, predict
-from analysis_lib.train import train
-from analysis_lib.train_config import TrainConfig
+from analysis_lib.evaluation.inference import load_model, predict
+from analysis_lib.training.config import TrainConfig
+from analysis_lib.training.loop import train
 
 
 def test_predict_gives_each_events_scores_and_relabels_a_copy(tiny_sample, tmp_path):

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from analysis_lib.errors import DataError
-from analysis_lib.labels import CLASS_NAMES
-from analysis_lib.metrics import (
+from analysis_lib.core.errors import DataError
+from analysis_lib.core.labels import CLASS_NAMES
+from analysis_lib.evaluation.metrics import (
     Evaluation,
     SampleMetrics,
     boundary_distance,

@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 
 from analysis_lib.cli import main
+from analysis_lib.core.errors import DataError
+from analysis_lib.core.labels import VoxelClass
 from analysis_lib.data import Event, ImageMeta
-from analysis_lib.errors import DataError
-from analysis_lib.labels import VoxelClass
-from analysis_lib.michel import (
+from analysis_lib.evaluation.michel import (
     attach_scan,
     find_michels,
     match_event,

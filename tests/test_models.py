@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from analysis_lib.errors import ConfigError
+from analysis_lib.core.errors import ConfigError
 from analysis_lib.models import UResNet, level_planes
 
 

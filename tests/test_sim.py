@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from analysis_lib.core.errors import ConfigError
 from analysis_lib.data import open_dataset
-from analysis_lib.errors import ConfigError
 from analysis_lib.sim import PhysicsConfig, simulate, simulate_event, simulate_primaries
 from analysis_lib.sim import constants as c
 from analysis_lib.sim import ledger as lg

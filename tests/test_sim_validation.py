@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from analysis_lib import paper
-from analysis_lib.labels import VoxelClass
+from analysis_lib.core import paper
+from analysis_lib.core.labels import VoxelClass
 from analysis_lib.sim import PhysicsConfig
 from analysis_lib.sim import ledger as lg
 from analysis_lib.sim.checks import Check, Measured

@@ -11,7 +11,7 @@ import torch.nn.functional as tnf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis_lib.errors import EngineError
+from analysis_lib.core.errors import EngineError
 from analysis_lib.sparse import (
     SparseTensor,
     from_dense,

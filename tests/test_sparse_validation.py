@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis_lib.errors import AnalysisError, ConfigError, EngineError
+from analysis_lib.core.errors import AnalysisError, ConfigError, EngineError
 from analysis_lib.sparse import (
     SparseTensor,
     cat,

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis_lib.metrics import Evaluation
-from analysis_lib.tables import (
+from analysis_lib.evaluation.metrics import Evaluation
+from analysis_lib.report.tables import (
     classwise_columns,
     dense_over_sparse,
     depth_filter_grid,

@@ -9,21 +9,21 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp
 
-from analysis_lib import batching
-from analysis_lib.batching import (
+from analysis_lib.cli import main
+from analysis_lib.core.errors import ConfigError
+from analysis_lib.data import open_dataset
+from analysis_lib.data.relabel import relabel
+from analysis_lib.sparse import native
+from analysis_lib.training import batching
+from analysis_lib.training.batching import (
     BatchSchedule,
     EventDataset,
     apply_symmetry,
     collate,
     grid_symmetries,
 )
-from analysis_lib.cli import main
-from analysis_lib.data import open_dataset
-from analysis_lib.data.relabel import relabel
-from analysis_lib.errors import ConfigError
-from analysis_lib.sparse import native
-from analysis_lib.train import bf16_autocast, event_loss, read_log, train
-from analysis_lib.train_config import TrainConfig
+from analysis_lib.training.config import TrainConfig
+from analysis_lib.training.loop import bf16_autocast, event_loss, read_log, train
 
 
 def test_event_loss_is_the_mean_over_events_of_the_mean_over_voxels():
@@ -43,7 +43,7 @@ def test_bf16_autocast_on_the_cpu_only_where_it_multiplies_bf16_natively(monkeyp
     the engine's (faster) fp32 C kernels are not there."""
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    monkeypatch.setattr(native, "available", lambda: native_kernels)
+    monkeypatch.setattr(native, "planned", lambda: native_kernels)
     cpu = torch.device("cpu")
     assert bf16_autocast(True, cpu, "dense") is (avx512_bf16 or amx)
     assert bf16_autocast(True, cpu, "sparse") is ((avx512_bf16 or amx) and not native_kernels)

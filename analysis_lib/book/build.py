@@ -5,22 +5,18 @@ is executed by ``python -m analysis_lib reproduce --no-build`` (networks already
 reused). Without it the build would render the introduction alone and exit 0.
 
 The profile is ``$ANALYSIS_LIB_PROFILE`` (default ``ci``). ``reproduce`` sets
-:data:`EXECUTED_ENV` when it builds the book itself, having just executed everything.
+``$ANALYSIS_LIB_BOOK_EXECUTED`` when it builds the book itself, having just executed everything.
 """
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 
-from analysis_lib.errors import AnalysisError
-from analysis_lib.study import BOOK, ROOT
-
-#: Set by ``reproduce`` around its own ``jupyter-book build``: the notebooks are fresh.
-EXECUTED_ENV = "ANALYSIS_LIB_BOOK_EXECUTED"
-PROFILE_ENV = "ANALYSIS_LIB_PROFILE"
+from analysis_lib.core import env
+from analysis_lib.core.errors import AnalysisError
+from analysis_lib.core.paths import BOOK, ROOT
 
 
 class ChapterExecutionError(AnalysisError, RuntimeError):
@@ -39,7 +35,7 @@ def _executed_profile(path: Path) -> str | None:
 def stale_chapters(profile: str, book: Path = BOOK) -> list[str]:
     """The table of contents' notebooks whose executed copy is missing, older than its source
     or than ``book/params/<profile>.yaml``, or executed for another profile."""
-    from analysis_lib.reproduce import notebook_order
+    from analysis_lib.study.reproduce import notebook_order
 
     params = book / "params" / f"{profile}.yaml"
     stale = []
@@ -56,7 +52,7 @@ def execute_stale(profile: str, book: Path = BOOK) -> list[str]:
     """Execute the stale chapters (all of them through the whole pipeline when none is fresh,
     so the profile's runs train side by side first); the findings and overview pages, which
     read the others' results, run again whenever any chapter did. Returns what was stale."""
-    from analysis_lib.reproduce import RUN_LAST, notebook_order
+    from analysis_lib.study.reproduce import RUN_LAST, notebook_order
 
     stale = stale_chapters(profile, book)
     if not stale:
@@ -75,9 +71,9 @@ def execute_stale(profile: str, book: Path = BOOK) -> list[str]:
 
 
 def _on_config_inited(app, config) -> None:
-    if os.environ.get(EXECUTED_ENV):
+    if env.setting(env.BOOK_EXECUTED):
         return
-    profile = os.environ.get(PROFILE_ENV, "ci")
+    profile = env.setting(env.PROFILE, "ci")
     try:
         execute_stale(profile, Path(app.srcdir))
     except ChapterExecutionError as err:

@@ -1,4 +1,5 @@
-"""The study's five voxel classes: ids, names and colours, defined once for the whole project."""
+"""The study's five voxel classes: ids and names, defined once for the whole project (their
+colours are the report's: :data:`analysis_lib.report.plots.CLASS_COLORS`)."""
 
 from enum import IntEnum
 
@@ -15,6 +16,3 @@ class VoxelClass(IntEnum):
 
 NUM_CLASSES = len(VoxelClass)
 CLASS_NAMES = ("HIP", "MIP", "EM shower", "Delta ray", "Michel e-")
-#: Label colours of the study's figures: HIP blue, MIP cyan, shower green, delta yellow,
-#: Michel orange.
-CLASS_COLORS = ("#1f3fbf", "#17c5d6", "#2ca02c", "#f2d600", "#ff7f0e")

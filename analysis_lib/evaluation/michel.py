@@ -18,10 +18,10 @@ import pandas as pd
 from scipy.spatial import cKDTree
 from sklearn.cluster import DBSCAN
 
+from analysis_lib.core.errors import DataError
+from analysis_lib.core.labels import CLASS_NAMES, NUM_CLASSES, VoxelClass
 from analysis_lib.data import Event, open_dataset
 from analysis_lib.data.relabel import relabel
-from analysis_lib.errors import DataError
-from analysis_lib.labels import CLASS_NAMES, NUM_CLASSES, VoxelClass
 
 #: Largest gap (px) between the nearest voxels of a Michel and a MIP cluster that counts as
 #: attached. The study's text says "less than 1 px" (no two voxels are closer than 1 px), its

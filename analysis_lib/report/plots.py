@@ -1,6 +1,5 @@
 """Figure styles of the book: event displays in the study's class colours, provenance stamps."""
 
-import subprocess
 from pathlib import Path
 
 import matplotlib as mpl
@@ -8,8 +7,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import ListedColormap, LogNorm
 
-from analysis_lib.files import file_sha256
-from analysis_lib.labels import CLASS_COLORS, CLASS_NAMES, NUM_CLASSES
+from analysis_lib.core.files import file_sha256, git_commit
+from analysis_lib.core.labels import CLASS_NAMES, NUM_CLASSES
+
+#: Label colours of the study's figures: HIP blue, MIP cyan, shower green, delta yellow,
+#: Michel orange.
+CLASS_COLORS = ("#1f3fbf", "#17c5d6", "#2ca02c", "#f2d600", "#ff7f0e")
 
 LABEL_CMAP = ListedColormap(CLASS_COLORS, name="voxel_classes")
 
@@ -24,18 +27,6 @@ def use_book_style() -> None:
         "grid.alpha": 0.3,
         "legend.frameon": False,
     })
-
-
-def git_commit(repo: str | Path = ".") -> str:
-    """Short commit hash of the working tree (with ``+dirty`` if it has changes), or ``unknown``."""
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, check=True,
-                             capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               check=True, capture_output=True, text=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return rev + ("+dirty" if dirty else "")
 
 
 def provenance(profile: str, data: dict[str, str | Path] | None = None, config_hash: str = ""

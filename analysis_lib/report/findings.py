@@ -15,8 +15,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis_lib import paper
-from analysis_lib.evidence import (
+from analysis_lib.core import paper
+from analysis_lib.core.labels import CLASS_NAMES, VoxelClass
+from analysis_lib.evaluation.metrics import FAR_PX, NEAR_PX, Evaluation
+from analysis_lib.evaluation.michel import MichelSummary
+from analysis_lib.report.evidence import (
     Estimate,
     accuracy,
     classwise,
@@ -25,9 +28,6 @@ from analysis_lib.evidence import (
     paired_difference,
     spread_shrinks,
 )
-from analysis_lib.labels import CLASS_NAMES, VoxelClass
-from analysis_lib.metrics import FAR_PX, NEAR_PX, Evaluation
-from analysis_lib.michel import MichelSummary
 
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable"
 

@@ -16,12 +16,13 @@ import fcntl
 import functools
 import hashlib
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from analysis_lib.errors import StorageError
+from analysis_lib.core.errors import StorageError
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -145,3 +146,15 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
     with held_lock(folder / LOCK_NAME, lambda holder: f"{folder} is in use by {holder}; wait "
                    f"for it to finish or choose another folder"):
         yield folder
+
+
+def git_commit(repo: str | Path = ".") -> str:
+    """Short commit hash of the working tree (with ``+dirty`` if it has changes), or ``unknown``."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, check=True,
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               check=True, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")

@@ -20,19 +20,20 @@ import papermill
 import yaml
 from nbclient.exceptions import DeadKernelError
 
-from analysis_lib import experiments
-from analysis_lib.book.build import EXECUTED_ENV
-from analysis_lib.book.build_times import BuildTimes, cpu_model, usable_cores
-from analysis_lib.chapter_params import scorings as scorings_of
+from analysis_lib.core import env
+from analysis_lib.core.errors import AnalysisError, DataError
+from analysis_lib.core.files import git_commit, held_lock
+from analysis_lib.core.paths import BOOK, ROOT
 from analysis_lib.data.manifest import SimulatedSet, load_manifest, make_missing
-from analysis_lib.errors import AnalysisError, DataError
-from analysis_lib.experiments import profile_runs, train_all
-from analysis_lib.files import held_lock
-from analysis_lib.plots import git_commit
 from analysis_lib.sim.config import GENERATOR_VERSION
 from analysis_lib.sim.simulate import simulate
 from analysis_lib.sparse import native
-from analysis_lib.study import BOOK, ROOT, Profile, load_profile
+from analysis_lib.study import pool
+from analysis_lib.study.build_times import BuildTimes, cpu_model, usable_cores
+from analysis_lib.study.chapter_params import scorings as scorings_of
+from analysis_lib.study.experiments import profile_runs
+from analysis_lib.study.pool import train_all
+from analysis_lib.study.profiles import Profile, load_profile
 
 
 def notebook_order(book: Path = BOOK) -> list[str]:
@@ -92,7 +93,7 @@ def _hide_injected_cell(path: Path) -> None:
 def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | None = None
                       ) -> dict[str, float]:
     """Run each notebook with papermill, which sets its ``profile``; the notebook asks
-    :func:`analysis_lib.study.chapter` for the rest. The notebooks of :data:`RUN_ALONE` run
+    :func:`analysis_lib.study.profiles.chapter` for the rest. The notebooks of :data:`RUN_ALONE` run
     first, one at a time, then the others ``profile.training.workers`` at a time (on 2 cores
     the ci profile's seven took about 65 s, against 108 s one after another), then
     :data:`RUN_LAST`. A failing cell stops the build with the notebook and cell named.
@@ -135,9 +136,9 @@ def execute_notebooks(profile: Profile, book: Path = BOOK, only: list[str] | Non
 
 
 def _heartbeat(running: dict[str, float], stop: threading.Event) -> None:
-    """Every :data:`~analysis_lib.experiments.PROGRESS_EVERY_S`, the notebooks executing and
+    """Every :data:`~analysis_lib.study.pool.PROGRESS_EVERY_S`, the notebooks executing and
     for how long, until ``stop``: a notebook that trains or times for minutes is not a hang."""
-    while not stop.wait(experiments.PROGRESS_EVERY_S):
+    while not stop.wait(pool.PROGRESS_EVERY_S):
         now = time.perf_counter()
         names = [f"{name} ({now - start:.0f} s)" for name, start in list(running.items())]
         if names:
@@ -167,10 +168,11 @@ def _execute(source: Path, target: Path, profile: Profile) -> None:
 
 
 def train_runs(profile: Profile) -> None:
-    """Train the profile's runs before its chapters as its :class:`~analysis_lib.study.Training`
-    says (see :func:`~analysis_lib.experiments.train_all`), and evaluate them on the held-out
-    sets the chapters' ``scorings`` list; the chapters then find both cached. With one worker
-    every chapter trains and evaluates its runs when it first needs them."""
+    """Train the profile's runs before its chapters as its
+    :class:`~analysis_lib.study.profiles.Training` says (see
+    :func:`~analysis_lib.study.pool.train_all`), and evaluate them on the held-out sets
+    the chapters' ``scorings`` list; the chapters then find both cached. With one worker every
+    chapter trains and evaluates its runs when it first needs them."""
     workers, alone = profile.training.workers, profile.training.alone
     if workers == 1:
         return
@@ -194,7 +196,7 @@ def build_book(book: Path = BOOK) -> None:
     cmd = [str(jupyter_book), "build", str(book), "--path-output", str(ROOT), "-W",
            "--keep-going"]
     # the notebooks were just executed: the book's extension (book.build) need not look
-    result = subprocess.run(cmd, cwd=ROOT, env={**os.environ, EXECUTED_ENV: "1"})
+    result = subprocess.run(cmd, cwd=ROOT, env={**os.environ, env.BOOK_EXECUTED: "1"})
     if result.returncode != 0:
         raise BuildError(f"jupyter-book build failed (exit {result.returncode})")
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from analysis_lib.errors import DataError
-from analysis_lib.files import write_text
-from analysis_lib.findings import NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Verdict
+from analysis_lib.core.errors import DataError
+from analysis_lib.core.files import write_text
+from analysis_lib.report.findings import NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED, Verdict
 
 
 def to_frame(verdicts: list[Verdict]) -> pd.DataFrame:

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from analysis_lib.core.errors import ConfigError
+from analysis_lib.core.labels import VoxelClass
 from analysis_lib.data import Event, open_dataset
-from analysis_lib.errors import ConfigError
-from analysis_lib.labels import VoxelClass
 
 #: Bytes of decoded events an :class:`EventDataset` keeps in memory (the ci profile's largest
 #: training set takes 166 MiB; a larger set is read from the file past this).

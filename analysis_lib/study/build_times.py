@@ -9,7 +9,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis_lib import results
+from analysis_lib.study import results
 
 #: The results entry that holds the record (beside the chapters').
 RECORD = "build"

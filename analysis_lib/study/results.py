@@ -4,16 +4,16 @@ findings page judges the study's claims on exactly the numbers the chapters show
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis_lib.errors import DataError
-from analysis_lib.files import write_text
-from analysis_lib.study import ROOT
+from analysis_lib.core import env
+from analysis_lib.core.errors import DataError
+from analysis_lib.core.files import write_text
+from analysis_lib.core.paths import ROOT
 
 #: Where the chapters' results go; ``ANALYSIS_LIB_RESULTS`` overrides it.
 DEFAULT_FOLDER = ROOT / "book" / "executed" / "results"
@@ -21,7 +21,7 @@ DEFAULT_FOLDER = ROOT / "book" / "executed" / "results"
 
 def folder() -> Path:
     """The results folder in force."""
-    return Path(os.environ.get("ANALYSIS_LIB_RESULTS", DEFAULT_FOLDER))
+    return Path(env.setting(env.RESULTS) or DEFAULT_FOLDER)
 
 
 def _plain(value: object) -> object:

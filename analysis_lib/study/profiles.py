@@ -17,17 +17,16 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from analysis_lib.chapter_params import CHAPTERS
+from analysis_lib.core.errors import ConfigError, did_you_mean, refuse_unknown
+from analysis_lib.core.fields import DataSetName, Names, RunName, build
+from analysis_lib.core.paths import BOOK, ROOT
 from analysis_lib.data.manifest import Manifest, load_manifest
-from analysis_lib.errors import ConfigError, did_you_mean, refuse_unknown
-from analysis_lib.fields import DataSetName, Names, RunName, build
-from analysis_lib.train_config import RunSpec, TrainConfig
+from analysis_lib.study.chapter_params import CHAPTERS
+from analysis_lib.training.config import RunSpec, TrainConfig
 
 if TYPE_CHECKING:
-    from analysis_lib.experiments import Experiment
+    from analysis_lib.study.experiments import Experiment
 
-ROOT = Path(__file__).resolve().parent.parent
-BOOK = ROOT / "book"
 PROFILES = ("ci", "paper")
 
 
@@ -44,8 +43,8 @@ class Training:
 @dataclass(frozen=True)
 class Profile:
     """A profile's parameters (``book/params/<name>.yaml``): the data manifest, the networks by
-    name (each checked as a :class:`~analysis_lib.train_config.RunSpec`), how they train, and
-    each notebook's parameters (of the dataclass :data:`~analysis_lib.chapter_params.CHAPTERS`
+    name (each checked as a :class:`~analysis_lib.training.config.RunSpec`), how they train, and
+    each notebook's parameters (of the dataclass :data:`~analysis_lib.study.chapter_params.CHAPTERS`
     names)."""
 
     name: str
@@ -90,7 +89,7 @@ def load_profile(name: str, book: Path = BOOK) -> Profile:
     for chapter_name in sorted(set(notebooks) | (sources & set(CHAPTERS))):
         if chapter_name not in CHAPTERS:
             raise ConfigError(f"{path}: notebook {chapter_name!r} has no parameter type in "
-                              f"analysis_lib.chapter_params.CHAPTERS")
+                              f"analysis_lib.study.chapter_params.CHAPTERS")
         params[chapter_name] = build(CHAPTERS[chapter_name], notebooks.get(chapter_name) or {},
                                      f"{path}: notebooks.{chapter_name}", names)
     return Profile(name, manifest, runs, _training(shared.get("training") or {}, runs, path),
@@ -124,7 +123,7 @@ def _training(settings: Mapping, runs: Mapping, path: Path) -> Training:
 @dataclass(frozen=True)
 class Chapter:
     """One chapter's inputs under a profile; its parameters (a dataclass of
-    :mod:`~analysis_lib.chapter_params`) also read as the chapter's attributes."""
+    :mod:`~analysis_lib.study.chapter_params`) also read as the chapter's attributes."""
 
     name: str
     profile: Profile
@@ -138,7 +137,7 @@ class Chapter:
     @cached_property
     def runs(self) -> dict[str, Experiment]:
         """The profile's networks by name (validated; none is trained by asking)."""
-        from analysis_lib.experiments import profile_runs
+        from analysis_lib.study.experiments import profile_runs
 
         return profile_runs(self.profile.runs, self.data.path_of,
                             data_sha256=self.data.sha256_of)

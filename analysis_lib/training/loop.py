@@ -1,4 +1,4 @@
-"""Training of the U-ResNet (its inference is in :mod:`analysis_lib.inference`).
+"""Training of the U-ResNet (its inference is in :mod:`analysis_lib.evaluation.inference`).
 
 Adam on the study's loss (softmax cross-entropy averaged per event over its nonzero voxels, then
 over the events of the batch), optional per-event class weights, checkpoints that resume exactly,
@@ -20,8 +20,17 @@ from torch import Tensor
 from torch.nn import functional
 from tqdm import tqdm
 
-from analysis_lib import checkpoints, metrics
-from analysis_lib.batching import (
+from analysis_lib.core.errors import ConfigError, TrainingError
+from analysis_lib.core.files import (
+    file_sha256,
+    folder_lock,
+    storage_error,
+    write_text,
+)
+from analysis_lib.data.relabel import relabel
+from analysis_lib.models import UResNet
+from analysis_lib.training import checkpoints
+from analysis_lib.training.batching import (
     Batch,
     BatchSchedule,
     EventDataset,
@@ -29,16 +38,8 @@ from analysis_lib.batching import (
     grid_symmetries,
     loader,
 )
-from analysis_lib.data.relabel import relabel
-from analysis_lib.errors import ConfigError, TrainingError
-from analysis_lib.files import (
-    file_sha256,
-    folder_lock,
-    storage_error,
-    write_text,
-)
-from analysis_lib.models import UResNet
-from analysis_lib.train_config import TrainConfig
+from analysis_lib.training.config import TrainConfig
+from analysis_lib.training.monitor import shower_score_spread
 
 
 def event_loss(logits: Tensor, labels: Tensor, batch_index: Tensor, n_events: int,
@@ -89,7 +90,7 @@ def bf16_autocast(requested: bool, device: torch.device, backend: str = "sparse"
     # engine that has no C kernels
     from analysis_lib.sparse import native
 
-    return backend != "sparse" or not native.available()
+    return backend != "sparse" or not native.planned()
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -248,9 +249,9 @@ def _train(cfg: TrainConfig, out_dir: Path, resume: bool, progress: bool, worker
 
 
 def _shower_spread(logits: Tensor, predicted: Tensor) -> float:
-    """:func:`metrics.shower_score_spread` of a training batch."""
+    """:func:`~analysis_lib.training.monitor.shower_score_spread` of a training batch."""
     probs = torch.softmax(logits.detach().float(), 1).cpu().numpy()
-    return metrics.shower_score_spread(probs, predicted.cpu().numpy())
+    return shower_score_spread(probs, predicted.cpu().numpy())
 
 
 def _save_probe(path: Path, model: UResNet, probe: Batch) -> None:

@@ -1,13 +1,14 @@
-"""Tables the chapters show, built from evaluations (:class:`analysis_lib.metrics.Evaluation`)."""
+"""Tables the chapters show, built from evaluations
+(:class:`analysis_lib.evaluation.metrics.Evaluation`)."""
 
 from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
-from analysis_lib.labels import CLASS_NAMES, NUM_CLASSES
-from analysis_lib.metrics import Evaluation
-from analysis_lib.paper import CLASSWISE_ROWS
+from analysis_lib.core.labels import CLASS_NAMES, NUM_CLASSES
+from analysis_lib.core.paper import CLASSWISE_ROWS
+from analysis_lib.evaluation.metrics import Evaluation
 
 
 def classwise_columns(summaries: Mapping[object, Evaluation]

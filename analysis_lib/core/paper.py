@@ -4,7 +4,7 @@ The chapters print them beside ours and the findings page tests its claims again
 else in the package states one of these numbers.
 """
 
-from analysis_lib.labels import CLASS_NAMES
+from analysis_lib.core.labels import CLASS_NAMES
 
 #: Table I: class fractions of nonzero voxels in the public sample, in class order.
 CLASS_FRACTIONS = (0.17, 0.34, 0.47, 0.01, 0.01)

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from analysis_lib.errors import DataError, StorageError, TrainingError
-from analysis_lib.files import atomic_output, file_sha256, storage_error, write_text
+from analysis_lib.core.errors import DataError, StorageError, TrainingError
+from analysis_lib.core.files import atomic_output, file_sha256, storage_error, write_text
 
 if TYPE_CHECKING:
-    from analysis_lib.train_config import TrainConfig
+    from analysis_lib.training.config import TrainConfig
 
 PREFIX = "checkpoint_"
 LOG_NAME = "metrics.jsonl"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from analysis_lib.metrics import Evaluation
+from analysis_lib.evaluation.metrics import Evaluation
 
 
 @dataclass(frozen=True)

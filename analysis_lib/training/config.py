@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from analysis_lib.errors import ConfigError, refuse_unknown
+from analysis_lib.core.errors import ConfigError, refuse_unknown
 from analysis_lib.models import UResNet
 
 SCHEDULES = ("step", "cosine")

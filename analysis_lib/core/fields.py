@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NewType
 
-from analysis_lib.errors import ConfigError, did_you_mean, refuse_unknown
+from analysis_lib.core.errors import ConfigError, did_you_mean, refuse_unknown
 
 #: A network of the profile (a key of ``shared.runs``).
 RunName = NewType("RunName", str)

@@ -1,5 +1,5 @@
 """Each chapter's parameters, one frozen dataclass per notebook (``notebooks.<name>`` of a
-profile), built and checked by :func:`analysis_lib.fields.build` when the profile loads: a
+profile), built and checked by :func:`analysis_lib.core.fields.build` when the profile loads: a
 misspelt key, a missing one, a run the profile does not train or a data set the manifest does
 not hold fails there, in one line naming it."""
 
@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from analysis_lib.errors import ConfigError
-from analysis_lib.fields import DataSetName, RunName
+from analysis_lib.core.errors import ConfigError
+from analysis_lib.core.fields import DataSetName, RunName
 
 
 @dataclass(frozen=True)
 class Scoring:
     """One held-out evaluation a chapter reads: network ``run`` on data set ``test_set``, with
-    its labels relabeled or not (:meth:`~analysis_lib.experiments.Experiment.evaluation`).
+    its labels relabeled or not (:meth:`~analysis_lib.study.experiments.Experiment.evaluation`).
     Listed by each chapter's :meth:`scorings` so that the profile's training workers compute
     and cache them beside the trainings, where a core would otherwise wait."""
 

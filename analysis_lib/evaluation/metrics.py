@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis_lib.errors import DataError
-from analysis_lib.labels import CLASS_NAMES, NUM_CLASSES, VoxelClass
+from analysis_lib.core.errors import DataError
+from analysis_lib.core.labels import CLASS_NAMES, NUM_CLASSES
+from analysis_lib.training.monitor import shower_score_spread
 
 
 def nonzero_accuracy(pred: np.ndarray, label: np.ndarray) -> float:
@@ -37,14 +38,6 @@ def confusion_matrix(pred: np.ndarray, label: np.ndarray,
 def predicted_class_softmax(probs: np.ndarray, pred: np.ndarray, cls: int) -> np.ndarray:
     """Softmax score of class ``cls`` at the voxels predicted as ``cls``."""
     return probs[pred == cls, cls]
-
-
-def shower_score_spread(probs: np.ndarray, pred: np.ndarray) -> float:
-    """Standard deviation of the shower score over the voxels predicted as shower (NaN when
-    fewer than two are): how unevenly a network is confident about what it calls shower
-    (Figures 6-9)."""
-    shower = predicted_class_softmax(probs, pred, VoxelClass.SHOWER)
-    return float(shower.std()) if len(shower) > 1 else float("nan")
 
 
 def probe_summary(snapshots: dict[str, dict[int, dict[str, np.ndarray]]]) -> pd.DataFrame:

@@ -16,20 +16,32 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from queue import Empty
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 
-from analysis_lib.batching import Batch, first_events
-from analysis_lib.chapter_params import Table2Column
-from analysis_lib.errors import AnalysisError, ConfigError
-from analysis_lib.metrics import Evaluation
+from analysis_lib.core.errors import AnalysisError, ConfigError
+from analysis_lib.core.processes import preloaded_context
+from analysis_lib.evaluation.metrics import Evaluation
 from analysis_lib.models import UResNet
-from analysis_lib.processes import preloaded_context
 from analysis_lib.sparse import kmap
+from analysis_lib.training.batching import Batch, first_events
 
 MODES = ("inference", "train")
+
+
+class Table2Setting(Protocol):
+    """One column of Table II as measured: the network's backend on the first ``batch``
+    events of data set ``data``, the training step too unless ``train`` is false, ``repeats``
+    timed runs (None: the table's)."""
+
+    backend: str
+    data: str
+    batch: int
+    train: bool
+    repeats: int | None
 GB = 1024**3
 
 
@@ -205,13 +217,14 @@ class Table2:
     out_of_memory: tuple[str, ...]
 
 
-def measure_table2(columns: Sequence[Table2Column], net: ModelSpec,
+def measure_table2(columns: Sequence[Table2Setting], net: ModelSpec,
                    path_of: Callable[[str], Path],
                    accuracy: Mapping[str, Evaluation], device: str = "cpu", repeats: int = 2
                    ) -> Table2:
-    """Measure Table II: for each column (a :class:`Table2Column`) the inference
-    and training step of ``net`` with the column's backend on the first ``batch`` events of the
-    data set, with the nonzero accuracy of the named summary."""
+    """Measure Table II: for each column (a :class:`Table2Setting`, as the chapter's
+    parameters give it) the inference and training step of ``net`` with the column's backend
+    on the first ``batch`` events of the data set, with the nonzero accuracy of the named
+    summary."""
     rows, settings, exhausted = {}, {}, []
     for col in columns:
         batch = first_events(str(path_of(col.data)), col.batch)

@@ -1,17 +1,18 @@
 """The dry run of a profile: every training run it would make, validated as for training,
-with its estimated GPU-hours on the study's V100 (a cost model fitted to the study's Table II).
-No data is read and nothing is trained."""
+with its estimated GPU-hours on the study's V100 (a cost model fitted to the study's Table II)
+and whether it is already trained here. No data is read and nothing is trained."""
 
 import math
 from pathlib import Path
 
 from analysis_lib.data.manifest import load_manifest
-from analysis_lib.experiments import profile_runs
-from analysis_lib.study import Profile, load_profile
+from analysis_lib.study.experiments import Experiment, profile_runs
+from analysis_lib.study.profiles import Profile, load_profile
+from analysis_lib.training import checkpoints
 
 #: Seconds per training step on the study's V100 (its Table II, [3D, 5-16]) as
 #: (fixed, per event of the batch), fitted through its batch-4 and batch-64 points where it
-#: has both; its 512 and 768 px columns are batch 64 (see :data:`analysis_lib.paper.TABLE2`).
+#: has both; its 512 and 768 px columns are batch 64 (see :data:`analysis_lib.core.paper.TABLE2`).
 #: The base of the dry run's GPU-hour estimates.
 STUDY_STEP_S = {
     ("sparse", 3, 192): (0.144, 0.0165),
@@ -42,7 +43,7 @@ def plan_runs(profile: Profile, manifest_path: Path) -> list[dict]:
     validated as for training (settings, ranges, data-set and run names), no data is read."""
     manifest = load_manifest(manifest_path)
     specs = profile.runs
-    experiments = profile_runs(specs, manifest.path_of)
+    experiments = profile_runs(specs, manifest.path_of, data_sha256=manifest.sha256_of)
     plan = []
     for name, experiment in experiments.items():
         cfg, entry = experiment.config, manifest.entry(specs[name].data)
@@ -53,8 +54,19 @@ def plan_runs(profile: Profile, manifest_path: Path) -> list[dict]:
                      "backend": cfg.backend, "depth": cfg.depth, "filters": cfg.filters,
                      "batch": cfg.batch_size, "iterations": cfg.iterations,
                      "init": specs[name].init or "",
-                     "GPU-hours": step * cfg.iterations / 3600, "estimate from": basis})
+                     "GPU-hours": step * cfg.iterations / 3600, "estimate from": basis,
+                     "cached": "yes" if _trained(experiment) else "no"})
     return plan
+
+
+def _trained(experiment: Experiment) -> bool:
+    """Whether the run is trained (its final checkpoint there, with its recorded bytes),
+    without setting a damaged one aside as training would; a run whose data is not in the
+    manifest's record cannot be keyed without reading it, so it counts as not trained."""
+    try:
+        return checkpoints.intact(experiment.checkpoint)
+    except OSError:
+        return False
 
 
 def print_plan(profile_name: str) -> list[dict]:

@@ -1,7 +1,7 @@
 """A trained network applied to a sample: per-event predictions and the study's metrics.
 
-Nothing here changes how a network trains, so it is not part of the training cache key (see
-:data:`analysis_lib.experiments._CODE`); evaluations are cached by the whole package instead.
+Nothing here changes how a network trains, so it is not part of a run's key; it is part of an
+evaluation's (:data:`analysis_lib.study.experiments.EVALUATION_CODE`).
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis_lib import checkpoints
-from analysis_lib.batching import Batch, collate
+from analysis_lib.core.errors import ConfigError
+from analysis_lib.core.files import atomic_output
 from analysis_lib.data import Event, open_dataset
 from analysis_lib.data.relabel import relabel
-from analysis_lib.errors import ConfigError
-from analysis_lib.files import atomic_output
-from analysis_lib.metrics import Evaluation, SampleMetrics
+from analysis_lib.evaluation.metrics import Evaluation, SampleMetrics
 from analysis_lib.models import UResNet
-from analysis_lib.train import default_device
-from analysis_lib.train_config import TrainConfig
+from analysis_lib.training import checkpoints
+from analysis_lib.training.batching import Batch, collate
+from analysis_lib.training.config import TrainConfig
+from analysis_lib.training.loop import default_device
 
 
 @dataclass(frozen=True, eq=False)
