@@ -1,6 +1,6 @@
 """The checks a lent GPU is for, in one command that fits its short lease (a few minutes).
 
-1. ``cuda tests``: ``tests/test_sparse_cuda.py`` (not run, and reported as skipped, without
+1. ``cuda tests``: the tests marked ``cuda`` (not run, and reported as skipped, without
    CUDA).
 2. ``equivalence``: each sparse op (submanifold, strided and transposed convolution) on the
    device against the CPU engine in float64, which the test suite proves equal to dense
@@ -96,7 +96,7 @@ def cuda_tests(device: str, sizes: Sizes, folder: Path) -> dict:
     if not device.startswith("cuda"):
         return {"passed": None, "summary": "not run: no CUDA device"}
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                          "tests/test_sparse_cuda.py"], cwd=ROOT, capture_output=True, text=True)
+                          "-m", "cuda", "tests"], cwd=ROOT, capture_output=True, text=True)
     last = (out.stdout.strip().splitlines() or ["no output"])[-1]
     ran = "passed" in last and "skipped" not in last
     return {"passed": out.returncode == 0 and ran, "summary": last}

@@ -18,6 +18,7 @@ from analysis_lib.training.loop import read_log, train
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_baseline_package_trains(tiny_sample, tmp_path):
     bench = runpy.run_path(str(ROOT / "benchmarks" / "time_to_accuracy.py"))
     commit = bench["BASELINE_COMMIT"]
@@ -48,6 +49,7 @@ def test_spconv_weight_layout_puts_each_offset_where_spconv_reads_it():
         assert out[o, a, b, c, i] == w[9 * a + 3 * b + c, i, o]
 
 
+@pytest.mark.slow
 def test_device_check_runs_small_on_the_cpu(tmp_path):
     """The GPU check's steps run end to end where there is no GPU (``--quick``), so a lent
     device's minutes are not spent finding out that they do not; CUDA's tests are skipped."""
@@ -62,6 +64,7 @@ def test_device_check_runs_small_on_the_cpu(tmp_path):
     assert steps["equivalence"]["numbers"]["submanifold fp32"] < 1e-5
 
 
+@pytest.mark.slow
 def test_torchrun_with_one_process_trains_through_a_process_group_like_a_plain_run(tmp_path):
     """One process under torchrun takes the process-group path (how one GPU checks nccl: the
     device check's torchrun step); its losses are a plain run's."""
@@ -76,6 +79,7 @@ def test_torchrun_with_one_process_trains_through_a_process_group_like_a_plain_r
                                   read_log(tmp_path / "plain")["loss"])
 
 
+@pytest.mark.slow
 def test_bf16_parity_child_trains_in_the_asked_precision_and_pairs_by_hand(tiny_sample, tmp_path):
     """The parity benchmark's child trains the sparse network under bf16 autocast when asked
     (the training default keeps fp32 there), and its paired difference is the mean and

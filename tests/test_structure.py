@@ -84,6 +84,23 @@ def test_the_simulator_and_readers_need_no_torch(package):
             assert not any(n == "torch" or n.startswith("torch.") for n in names), path
 
 
+def test_the_tests_mirror_the_package():
+    """Each folder of tests/ is named after the package it tests."""
+    tests = Path(__file__).resolve().parent
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    assert folders <= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+
+
+def test_every_declared_marker_is_applied():
+    """``--strict-markers`` refuses an undeclared marker; this refuses a declared one that
+    marks nothing (``pytest -m "not slow"`` must mean something)."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"][
+        "ini_options"]["markers"]
+    text = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
+    for marker in (line.split(":")[0] for line in declared):
+        assert f"pytest.mark.{marker}" in text, marker
+
+
 def test_no_import_cycle():
     modules = _modules()
     graph = {name: {m for m in _imported(path, modules) if m != name and not
@@ -217,6 +234,7 @@ def test_a_chapter_resolves_its_inputs_from_any_folder(tmp_path, monkeypatch):
         _ = ch.michel_rum
 
 
+@pytest.mark.slow
 def test_a_chapter_runs_top_to_bottom_in_a_plain_kernel_from_its_own_folder(tmp_path,
                                                                            monkeypatch):
     """The Findings page as JupyterLab runs it: converted by jupytext, no injected cell, the
@@ -377,6 +395,7 @@ def test_a_failing_notebook_is_named_with_its_source_cell(tmp_path):
         execute_notebooks(Profile("ci", "data_manifest.yaml", {}, Training(), {}), book=tmp_path)
 
 
+@pytest.mark.slow
 def test_untimed_notebooks_run_side_by_side_and_a_failure_is_named(tmp_path):
     from analysis_lib.study.profiles import Profile
     from analysis_lib.study.reproduce import BuildError, execute_notebooks
@@ -441,6 +460,7 @@ def test_setting_runs_compared_differ_in_batch_or_image_size_alone(name):
     assert compared >= 2  # one pair for the batch, one for the image size
 
 
+@pytest.mark.slow
 def test_a_long_notebook_is_reported_while_it_executes(tmp_path, monkeypatch, capsys):
     """Every progress interval, the notebooks executing and for how long."""
     from analysis_lib.study import pool

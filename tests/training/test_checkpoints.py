@@ -300,6 +300,7 @@ def test_a_full_disk_while_logging_is_one_line_and_leaves_whole_rows(tiny_sample
     assert read_log(tmp_path / "run")["iteration"].tolist() == [1, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs process groups")
 def test_ctrl_c_during_training_is_one_line_and_the_rerun_resumes(tiny_sample, tmp_path):
     """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: exit 130, the one

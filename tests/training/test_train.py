@@ -117,6 +117,7 @@ def _spawned(rank: int, *args) -> None:
     _rank_gradients(rank, *args)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_average_to_the_union_batch_gradient(tiny_sample, tmp_path):
     out = str(tmp_path / "ddp_grads.pt")
     init = f"file://{tmp_path / 'rendezvous'}"

@@ -7,7 +7,8 @@ import torch
 
 from analysis_lib.sparse import SparseTensor, strided_conv, submanifold_conv, transposed_conv
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
 def event(device: str, channels: int = 8) -> SparseTensor:

@@ -220,6 +220,7 @@ def test_profile_runs_reject_bad_specs(specs, message, tiny_sample):
         profile_runs(_specs(specs), lambda name: tiny_sample)
 
 
+@pytest.mark.slow
 def test_train_all_trains_parents_first_side_by_side(tiny_sample, tmp_path):
     common = {"data": "tiny", "depth": 3, "filters": 4, "batch_size": 2, "iterations": 2}
     specs = {"base": common, "tuned": {**common, "init": "base", "relabel": True},
@@ -241,6 +242,7 @@ def test_train_all_trains_parents_first_side_by_side(tiny_sample, tmp_path):
     assert lines == [] and stamps == {n: r.checkpoint.stat().st_mtime_ns for n, r in runs.items()}
 
 
+@pytest.mark.slow
 def test_train_all_evaluates_after_training_and_caches(tiny_sample, tmp_path):
     common = {"data": "tiny", "depth": 3, "filters": 4, "batch_size": 2, "iterations": 2}
     runs = profile_runs(_specs({"base": common, "tuned": {**common, "init": "base"}}),
@@ -391,6 +393,7 @@ def test_lineage_names_every_training_of_a_fine_tuned_run(tiny_sample, tmp_path)
     assert longer.lineage == "5 iterations after 2 (tuned) after 3 (main)"
 
 
+@pytest.mark.slow
 def test_train_all_reports_each_training_while_it_runs(tiny_sample, tmp_path, monkeypatch):
     """A progress line per running training at each interval: its iteration of the total,
     rate and time left, so that a long training cannot be taken for a hang."""

@@ -5,13 +5,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
 from analysis_lib.core.errors import ConfigError, DataError
+from analysis_lib.core.paths import ROOT
 from analysis_lib.data.larcv_read import Larcv3File
 from analysis_lib.data.larcv_schema import (
     EXTENTS_DTYPE,
@@ -206,7 +206,7 @@ def test_writer_needs_existing_directory(tmp_path):
 
 
 def test_data_package_does_not_import_torch():
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     code = "import sys, analysis_lib.data; sys.exit('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(root)}
     assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == 0

@@ -10,8 +10,9 @@ import pytest
 from analysis_lib.book.browser import check_pages, drawn_figures, machine_paths, pages_of
 
 pytest.importorskip("playwright")
-pytestmark = pytest.mark.skipif(shutil.which("chromium") is None,
-                                reason="no Chromium (make test installs Debian's)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("chromium") is None,
+                                 reason="no Chromium (make test installs Debian's)")]
 
 # a 1x1 PNG
 PIXEL = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQ"
