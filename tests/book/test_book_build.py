@@ -82,3 +82,15 @@ def test_reproduce_marks_its_own_build_fresh(book, monkeypatch):
     monkeypatch.setattr(build.subprocess, "run", lambda *a, **k: pytest.fail("executed"))
     build._on_config_inited(types.SimpleNamespace(srcdir=str(book)), None)
 
+
+
+def test_each_script_is_rendered_once():
+    """Sphinx 7 lists an inline script twice (file name None and ""): one must go."""
+    js = types.SimpleNamespace
+    config = [js(filename=None, attributes={"body": "const A = 1"}),
+              js(filename="", attributes={"body": "const A = 1"}),
+              js(filename="theme.js", attributes={}), js(filename="theme.js", attributes={}),
+              js(filename="other.js", attributes={"async": "async"})]
+    context = {"script_files": list(config)}
+    build._one_of_each_script(None, "page", "page.html", context, None)
+    assert context["script_files"] == [config[0], config[2], config[4]]
