@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from analysis_lib.errors import AnalysisError, ConfigError, one_line_warnings
-from analysis_lib.labels import CLASS_NAMES
+from analysis_lib.core.errors import AnalysisError, ConfigError, one_line_warnings
+from analysis_lib.core.labels import CLASS_NAMES
 
 
 def _physics_overrides(pairs: list[str]) -> dict:
@@ -36,7 +36,7 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
 
 def _cmd_data(args: argparse.Namespace) -> None:
     from analysis_lib.data.manifest import load_manifest, record_hashes, verify
-    from analysis_lib.reproduce import make_data
+    from analysis_lib.study.reproduce import make_data
 
     if args.action == "record":
         for name, digest in record_hashes(args.manifest, args.names or None).items():
@@ -71,19 +71,19 @@ def _cmd_validate(args: argparse.Namespace) -> None:
 
 def _cmd_reproduce(args: argparse.Namespace) -> None:
     if args.dry_run:
-        from analysis_lib.plan import print_plan
+        from analysis_lib.study.plan import print_plan
 
         print_plan(args.profile)
     else:
-        from analysis_lib.reproduce import reproduce
+        from analysis_lib.study.reproduce import reproduce
 
         reproduce(args.profile, only=args.only, skip_build=args.no_build, wait=args.wait)
 
 
 def _cmd_findings(args: argparse.Namespace) -> None:
-    from analysis_lib import findings, findings_report, results
-    from analysis_lib.book import build_times
-    from analysis_lib.book.build_times import BuildTimes
+    from analysis_lib.report import findings, findings_report
+    from analysis_lib.study import build_times, results
+    from analysis_lib.study.build_times import BuildTimes
 
     recorded = results.load_all(args.results)
     if not recorded:
@@ -121,8 +121,8 @@ def _cmd_check_book(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from analysis_lib.train import train
-    from analysis_lib.train_config import TrainConfig
+    from analysis_lib.training.config import TrainConfig
+    from analysis_lib.training.loop import train
 
     cfg = TrainConfig(data=args.data, dim=args.dim, projection=args.projection,
                       backend=args.backend, depth=args.depth, filters=args.filters,
@@ -139,7 +139,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from analysis_lib.inference import evaluate
+    from analysis_lib.evaluation.inference import evaluate
 
     result = evaluate(args.checkpoint, args.data, args.batch_size, relabeled=args.relabeled,
                       projection=args.projection, predictions=args.predictions)
@@ -160,12 +160,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_michel(args: argparse.Namespace) -> None:
-    from analysis_lib import michel
+    from analysis_lib.evaluation import michel
 
     if args.checkpoint is None:
         candidates, truths = michel.reconstruct(michel.relabeled_truth(args.data))
     else:
-        from analysis_lib.inference import load_model, predict
+        from analysis_lib.evaluation.inference import load_model, predict
 
         model, cfg = load_model(args.checkpoint)
         candidates, truths = michel.reconstruct(

@@ -26,14 +26,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from analysis_lib.data import load_manifest  # noqa: E402
-from analysis_lib.study import load_profile  # noqa: E402
+from analysis_lib.study.profiles import load_profile  # noqa: E402
 
 CHILD = """
 import json, sys, time
 import torch
 torch.set_num_threads(1)
-from analysis_lib import train as loop
-from analysis_lib.train_config import TrainConfig
+from analysis_lib.training import loop as loop
+from analysis_lib.training.config import TrainConfig
 spec = json.loads(sys.argv[1])
 if spec["bf16"]:  # the sparse network under bf16 autocast (the default keeps it in fp32)
     loop.bf16_autocast = lambda requested, device, backend="sparse": requested
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=31,
                         help="of the fresh events (no file of data_manifest.yaml uses it)")
     args = parser.parse_args()
-    from analysis_lib.inference import evaluate
+    from analysis_lib.evaluation.inference import evaluate
     from analysis_lib.sim import simulate
 
     run = load_profile("ci").runs["main"]

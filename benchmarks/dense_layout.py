@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from analysis_lib.batching import first_events
+from analysis_lib.evaluation.resources import run_step
 from analysis_lib.models import UResNet
-from analysis_lib.profile import run_step
 from analysis_lib.sim import simulate
+from analysis_lib.training.batching import first_events
 
 CASES = ((3, 64, 4), (2, 128, 4), (2, 512, 4))  # (dim, image size, batch)
 

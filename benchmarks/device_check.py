@@ -1,6 +1,6 @@
 """The checks a lent GPU is for, in one command that fits its short lease (a few minutes).
 
-1. ``cuda tests``: ``tests/test_sparse_cuda.py`` (not run, and reported as skipped, without
+1. ``cuda tests``: the tests marked ``cuda`` (not run, and reported as skipped, without
    CUDA).
 2. ``equivalence``: each sparse op (submanifold, strided and transposed convolution) on the
    device against the CPU engine in float64, which the test suite proves equal to dense
@@ -39,10 +39,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from analysis_lib import paper  # noqa: E402
-from analysis_lib.batching import first_events  # noqa: E402
+from analysis_lib.core import paper  # noqa: E402
 from analysis_lib.data import open_dataset  # noqa: E402
-from analysis_lib.profile import ModelSpec, measure_cases  # noqa: E402
+from analysis_lib.evaluation.resources import ModelSpec, measure_cases  # noqa: E402
 from analysis_lib.sim import simulate  # noqa: E402
 from analysis_lib.sparse import (  # noqa: E402
     SparseTensor,
@@ -50,8 +49,9 @@ from analysis_lib.sparse import (  # noqa: E402
     submanifold_conv,
     transposed_conv,
 )
-from analysis_lib.train import bf16_autocast, default_device, read_log, train  # noqa: E402
-from analysis_lib.train_config import TrainConfig  # noqa: E402
+from analysis_lib.training.batching import first_events  # noqa: E402
+from analysis_lib.training.config import TrainConfig  # noqa: E402
+from analysis_lib.training.loop import bf16_autocast, default_device, read_log, train  # noqa: E402
 
 #: Largest difference from the float64 CPU engine, relative to the quantity's largest value.
 TOLERANCE = {"fp32": 1e-4, "bf16": 3e-2}
@@ -96,7 +96,7 @@ def cuda_tests(device: str, sizes: Sizes, folder: Path) -> dict:
     if not device.startswith("cuda"):
         return {"passed": None, "summary": "not run: no CUDA device"}
     out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
-                          "tests/test_sparse_cuda.py"], cwd=ROOT, capture_output=True, text=True)
+                          "-m", "cuda", "tests"], cwd=ROOT, capture_output=True, text=True)
     last = (out.stdout.strip().splitlines() or ["no output"])[-1]
     ran = "passed" in last and "skipped" not in last
     return {"passed": out.returncode == 0 and ran, "summary": last}
@@ -221,8 +221,8 @@ def autocast(device: str, sizes: Sizes, folder: Path) -> dict:
 
 _TORCHRUN_CHILD = """
 import sys, torch.distributed as dist
-from analysis_lib.train import train
-from analysis_lib.train_config import TrainConfig
+from analysis_lib.training.loop import train
+from analysis_lib.training.config import TrainConfig
 train(TrainConfig(data=sys.argv[1], depth=3, filters=4, batch_size=2, iterations=3,
                   checkpoint_every=3), sys.argv[2], progress=False, overwrite=True)
 print("BACKEND", dist.get_backend() if dist.is_initialized() else None,

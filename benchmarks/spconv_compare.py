@@ -34,9 +34,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from analysis_lib.batching import EventDataset, collate  # noqa: E402
 from analysis_lib.data import load_manifest  # noqa: E402
 from analysis_lib.sparse import SparseTensor, submanifold_conv  # noqa: E402
+from analysis_lib.training.batching import EventDataset, collate  # noqa: E402
 
 CI_SETS = {128: "sim3d_128_ci_test", 192: "sim3d_192_ci", 512: "sim3d_512_ci"}
 CHANNELS = 16

@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from analysis_lib.study import load_profile  # noqa: E402
+from analysis_lib.study.profiles import load_profile  # noqa: E402
 
 #: Training settings besides data, iterations and checkpoints: the pinned commit's recipe and
 #: the ci profile's main network's, also with a warm-up + cosine AdamW schedule.
@@ -42,9 +42,9 @@ RECIPES = {
 }
 CHILD = """
 import json, sys, time
-from analysis_lib.inference import evaluate
-from analysis_lib.train import read_log, train
-from analysis_lib.train_config import TrainConfig
+from analysis_lib.evaluation.inference import evaluate
+from analysis_lib.training.loop import read_log, train
+from analysis_lib.training.config import TrainConfig
 spec = json.loads(sys.argv[1])
 cfg = TrainConfig(data=spec["data"], iterations=30, checkpoint_every=30, **spec["recipe"])
 train(cfg, spec["out"] + "/calibrate", progress=False)

@@ -45,8 +45,8 @@ CI_SETS = {128: "sim3d_128_ci_train", 192: "sim3d_192_ci", 512: "sim3d_512_ci"}
 
 def _batches(path: str, n_batches: int):
     """The first ``n_batches`` batches of consecutive events of a file."""
-    from analysis_lib.batching import collate
     from analysis_lib.data import open_dataset
+    from analysis_lib.training.batching import collate
 
     with open_dataset(path, truth=False) as events:
         if N_EVENTS * n_batches > len(events):
@@ -65,8 +65,8 @@ def _child(root: str, dtype: str, threads: int, n_batches: int, samples: list[st
 
     torch.set_num_threads(threads)
 
-    from analysis_lib import train
     from analysis_lib.models import UResNet
+    from analysis_lib.training import loop as train
 
     engine = Path(sys.modules["analysis_lib"].__file__)
     assert engine.is_relative_to(Path(root).resolve()), f"imported the engine from {engine}"
@@ -196,7 +196,7 @@ def main() -> None:
     if args.dtype == "auto":
         import torch
 
-        from analysis_lib.train import bf16_autocast
+        from analysis_lib.training.loop import bf16_autocast
 
         args.dtype = "bf16" if bf16_autocast(True, torch.device("cpu")) else "fp32"
     n_batches = args.rounds * STEPS_PER_ROUND + WARMUP_STEPS

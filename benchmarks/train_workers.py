@@ -28,11 +28,11 @@ def _child(size: int, threads: int, steps: int) -> None:
     """Train ``steps`` steps after :data:`WARMUP` and print the seconds per step."""
     import torch
 
-    from analysis_lib.batching import collate
     from analysis_lib.data import load_manifest, open_dataset
     from analysis_lib.models import UResNet
-    from analysis_lib.train import event_loss
-    from analysis_lib.train_config import TrainConfig
+    from analysis_lib.training.batching import collate
+    from analysis_lib.training.config import TrainConfig
+    from analysis_lib.training.loop import event_loss
 
     torch.set_num_threads(threads)
     path = load_manifest(REPO / "data_manifest.yaml").path_of(CI_SETS[size])

@@ -11,9 +11,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from analysis_lib.batching import first_events
-from analysis_lib.profile import MODES, ModelSpec, measure_cases
+from analysis_lib.evaluation.resources import MODES, ModelSpec, measure_cases
 from analysis_lib.sim import simulate
+from analysis_lib.training.batching import first_events
 
 SPARSE_CASES = ((192, 4), (192, 64), (512, 4), (768, 4))
 

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from analysis_lib.train import read_log, train
-from analysis_lib.train_config import TrainConfig
+from analysis_lib.training.config import TrainConfig
+from analysis_lib.training.loop import read_log, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_baseline_package_trains(tiny_sample, tmp_path):
     bench = runpy.run_path(str(ROOT / "benchmarks" / "time_to_accuracy.py"))
     commit = bench["BASELINE_COMMIT"]
@@ -26,8 +27,8 @@ def test_time_to_accuracy_baseline_package_trains(tiny_sample, tmp_path):
         pytest.skip(f"commit {commit} is not in this clone's history")
     root = bench["hybrid_package"](tmp_path / "baseline", commit)
     assert bench["RECIPES"]["baseline"]["amp"] is False  # the pinned engine trains in fp32
-    child = ("import sys; from analysis_lib.train import train; "
-             "from analysis_lib.train_config import TrainConfig; "
+    child = ("import sys; from analysis_lib.training.loop import train; "
+             "from analysis_lib.training.config import TrainConfig; "
              "train(TrainConfig(data=sys.argv[1], depth=3, filters=4, batch_size=2, "
              "iterations=2, checkpoint_every=2, amp=False), sys.argv[2], progress=False)")
     out = subprocess.run([sys.executable, "-c", child, str(tiny_sample), str(tmp_path / "run")],
@@ -48,6 +49,7 @@ def test_spconv_weight_layout_puts_each_offset_where_spconv_reads_it():
         assert out[o, a, b, c, i] == w[9 * a + 3 * b + c, i, o]
 
 
+@pytest.mark.slow
 def test_device_check_runs_small_on_the_cpu(tmp_path):
     """The GPU check's steps run end to end where there is no GPU (``--quick``), so a lent
     device's minutes are not spent finding out that they do not; CUDA's tests are skipped."""
@@ -62,6 +64,7 @@ def test_device_check_runs_small_on_the_cpu(tmp_path):
     assert steps["equivalence"]["numbers"]["submanifold fp32"] < 1e-5
 
 
+@pytest.mark.slow
 def test_torchrun_with_one_process_trains_through_a_process_group_like_a_plain_run(tmp_path):
     """One process under torchrun takes the process-group path (how one GPU checks nccl: the
     device check's torchrun step); its losses are a plain run's."""
@@ -76,6 +79,7 @@ def test_torchrun_with_one_process_trains_through_a_process_group_like_a_plain_r
                                   read_log(tmp_path / "plain")["loss"])
 
 
+@pytest.mark.slow
 def test_bf16_parity_child_trains_in_the_asked_precision_and_pairs_by_hand(tiny_sample, tmp_path):
     """The parity benchmark's child trains the sparse network under bf16 autocast when asked
     (the training default keeps fp32 there), and its paired difference is the mean and

@@ -58,7 +58,7 @@ def _hold(lock: Path) -> subprocess.Popen:
     """Another process holding ``lock`` as a running build holds the build lock."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys; from pathlib import Path\n"
-         "from analysis_lib.files import held_lock\n"
+         "from analysis_lib.core.files import held_lock\n"
          f"with held_lock(Path({str(lock)!r}), str):\n print('held', flush=True); "
          "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
@@ -68,7 +68,7 @@ def _hold(lock: Path) -> subprocess.Popen:
 def test_a_second_build_of_the_checkout_is_refused_or_waits(tmp_path, monkeypatch, capsys):
     """Two builds in one checkout would time each other and share half-written networks: the
     second is refused in one line naming the first, or with --wait starts once it ends."""
-    from analysis_lib import reproduce
+    from analysis_lib.study import reproduce
 
     monkeypatch.setattr(reproduce, "BUILD_LOCK", tmp_path / ".reproduce.lock")
     steps = []

@@ -11,42 +11,123 @@ import pytest
 import tomllib
 import yaml
 
-from analysis_lib import paper
-from analysis_lib.chapter_params import Relabeling, scorings
+from analysis_lib.core import paper
+from analysis_lib.core.errors import ConfigError
+from analysis_lib.core.paths import BOOK
 from analysis_lib.data.manifest import load_manifest
-from analysis_lib.errors import ConfigError
-from analysis_lib.experiments import profile_runs
-from analysis_lib.plan import plan_runs, print_plan, step_seconds
-from analysis_lib.reproduce import RUN_ALONE, execution_order, notebook_order, train_runs
-from analysis_lib.study import BOOK, PROFILES, Training, load_profile
+from analysis_lib.study.chapter_params import Relabeling, scorings
+from analysis_lib.study.experiments import profile_runs
+from analysis_lib.study.plan import plan_runs, print_plan, step_seconds
+from analysis_lib.study.profiles import PROFILES, Training, load_profile
+from analysis_lib.study.reproduce import RUN_ALONE, execution_order, notebook_order, train_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "analysis_lib"
 
 
-def _imports(folder: Path) -> set[str]:
+#: The floors of the package, lowest first: a module imports only from its own floor or
+#: lower ones. On the first floor the simulator writes the data's files, but the readers know
+#: no simulator and the engine neither.
+LAYERS = {"core": 0, "sim": 1, "data": 1, "sparse": 1, "models": 2, "training": 3,
+          "evaluation": 4, "study": 5, "report": 6, "book": 7, "cli": 8, "__main__": 9,
+          "__init__": 0}
+APART = {("data", "sim"), ("sim", "sparse"), ("sparse", "sim"), ("data", "sparse"),
+         ("sparse", "data")}
+
+
+def _modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (a package by its ``__init__``)."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imported(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package's modules a file imports, anywhere in it (function-local imports too)."""
     names = set()
-    for path in folder.rglob("*.py"):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {n for n in names if n in modules}
+
+
+def _floor(module: str) -> str:
+    return module.split(".")[1] if "." in module else "__init__"
+
+
+def test_every_module_imports_only_its_floor_or_lower():
+    modules = _modules()
+    bad = []
+    for name, path in modules.items():
+        mine = _floor(name)
+        assert mine in LAYERS, f"{name}: its package is on no floor of LAYERS"
+        for other in _imported(path, modules):
+            theirs = _floor(other)
+            if LAYERS[theirs] > LAYERS[mine] or (mine, theirs) in APART:
+                bad.append(f"{name} imports {other}")
+    assert bad == []
+
+
+@pytest.mark.parametrize("package", ["sim", "data"])
+def test_the_simulator_and_readers_need_no_torch(package):
+    """They run where torch is not installed (a data-only environment, the simulator's
+    numba workers)."""
+    for path in (PACKAGE / package).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names.add(node.module)
-    return names
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            assert not any(n == "torch" or n.startswith("torch.") for n in names), path
 
 
-@pytest.mark.parametrize(
-    ("package", "forbidden"),
-    [
-        ("sim", ("torch", "analysis_lib.sparse", "analysis_lib.models")),
-        ("data", ("torch", "analysis_lib.sim", "analysis_lib.sparse")),
-        ("sparse", ("analysis_lib.data", "analysis_lib.sim")),
-    ],
-)
-def test_layering(package, forbidden):
-    imported = _imports(PACKAGE / package)
-    bad = sorted(n for n in imported if any(n == f or n.startswith(f + ".") for f in forbidden))
-    assert bad == [], f"analysis_lib.{package} must not import {bad}"
+def test_the_tests_mirror_the_package():
+    """Each folder of tests/ is named after the package it tests."""
+    tests = Path(__file__).resolve().parent
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    assert folders <= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+
+
+def test_every_declared_marker_is_applied():
+    """``--strict-markers`` refuses an undeclared marker; this refuses a declared one that
+    marks nothing (``pytest -m "not slow"`` must mean something)."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"][
+        "ini_options"]["markers"]
+    text = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
+    for marker in (line.split(":")[0] for line in declared):
+        assert f"pytest.mark.{marker}" in text, marker
+
+
+def test_no_import_cycle():
+    modules = _modules()
+    graph = {name: {m for m in _imported(path, modules) if m != name and not
+                    name.startswith(m + ".")}  # a module may import its own package
+             for name, path in modules.items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(trail + [node, nxt]))
+            if nxt not in state:
+                visit(nxt, trail + [node])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+
+
+def test_a_small_top_level_and_short_modules():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 8, top
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert long == {}
 
 
 def _requirement_pins(items: list[str]) -> dict[str, str]:
@@ -142,7 +223,7 @@ def test_notebooks_take_only_the_profile_from_papermill():
 
 
 def test_a_chapter_resolves_its_inputs_from_any_folder(tmp_path, monkeypatch):
-    from analysis_lib.study import chapter
+    from analysis_lib.study.profiles import chapter
 
     monkeypatch.chdir(tmp_path)
     ch = chapter("michel")
@@ -153,6 +234,7 @@ def test_a_chapter_resolves_its_inputs_from_any_folder(tmp_path, monkeypatch):
         _ = ch.michel_rum
 
 
+@pytest.mark.slow
 def test_a_chapter_runs_top_to_bottom_in_a_plain_kernel_from_its_own_folder(tmp_path,
                                                                            monkeypatch):
     """The Findings page as JupyterLab runs it: converted by jupytext, no injected cell, the
@@ -186,7 +268,7 @@ def test_dry_run_lists_every_run_with_gpu_hours(profile, capsys):
 
 def test_cost_model_gives_back_each_training_time_of_the_studys_table2():
     """The dry run's step times reproduce the study's V100 column by column, under the reading
-    of its batch row that analysis_lib.paper states (512 and 768 px at batch 64)."""
+    of its batch row that analysis_lib.core.paper states (512 and 768 px at batch 64)."""
     train_s = paper.TABLE2_ROWS.index("GPU wall time train (s)")
     for column, values in paper.TABLE2.items():
         backend, size, batch = re.fullmatch(r"(\w+) · (\d+) px · batch (\d+)", column).groups()
@@ -304,8 +386,8 @@ def _one_notebook_book(book, name: str, cells: list[str]) -> None:
 
 
 def test_a_failing_notebook_is_named_with_its_source_cell(tmp_path):
-    from analysis_lib.reproduce import BuildError, execute_notebooks
-    from analysis_lib.study import Profile
+    from analysis_lib.study.profiles import Profile
+    from analysis_lib.study.reproduce import BuildError, execute_notebooks
 
     _one_notebook_book(tmp_path, "broken", ["x = 1", "y = 1 / 0"])
     with pytest.raises(BuildError, match=r"broken.md failed in code cell 3 \('y = 1 / 0'\): "
@@ -313,9 +395,10 @@ def test_a_failing_notebook_is_named_with_its_source_cell(tmp_path):
         execute_notebooks(Profile("ci", "data_manifest.yaml", {}, Training(), {}), book=tmp_path)
 
 
+@pytest.mark.slow
 def test_untimed_notebooks_run_side_by_side_and_a_failure_is_named(tmp_path):
-    from analysis_lib.reproduce import BuildError, execute_notebooks
-    from analysis_lib.study import Profile
+    from analysis_lib.study.profiles import Profile
+    from analysis_lib.study.reproduce import BuildError, execute_notebooks
 
     # two notebooks that each wait until the other has started: they finish only side by side
     wait = ("import pathlib, time\nhere = pathlib.Path({!r})\n(here / '{}').touch()\n"
@@ -341,8 +424,8 @@ def test_untimed_notebooks_run_side_by_side_and_a_failure_is_named(tmp_path):
 def test_the_injected_parameters_cell_is_removed_from_the_rendered_chapter(tmp_path):
     import nbformat
 
-    from analysis_lib.reproduce import execute_notebooks
-    from analysis_lib.study import Profile
+    from analysis_lib.study.profiles import Profile
+    from analysis_lib.study.reproduce import execute_notebooks
 
     _one_notebook_book(tmp_path, "fine", [])
     path = os.environ["PATH"]
@@ -377,13 +460,14 @@ def test_setting_runs_compared_differ_in_batch_or_image_size_alone(name):
     assert compared >= 2  # one pair for the batch, one for the image size
 
 
+@pytest.mark.slow
 def test_a_long_notebook_is_reported_while_it_executes(tmp_path, monkeypatch, capsys):
     """Every progress interval, the notebooks executing and for how long."""
-    from analysis_lib import experiments
-    from analysis_lib.reproduce import execute_notebooks
-    from analysis_lib.study import Profile
+    from analysis_lib.study import pool
+    from analysis_lib.study.profiles import Profile
+    from analysis_lib.study.reproduce import execute_notebooks
 
-    monkeypatch.setattr(experiments, "PROGRESS_EVERY_S", 0.5)
+    monkeypatch.setattr(pool, "PROGRESS_EVERY_S", 0.5)
     _one_notebook_book(tmp_path, "slow", ["import time\ntime.sleep(3)"])
     execute_notebooks(Profile("ci", "data_manifest.yaml", {}, Training(), {}), book=tmp_path)
     beats = [line for line in capsys.readouterr().out.splitlines()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import nbformat
 
-from analysis_lib.errors import AnalysisError
-from analysis_lib.study import BOOK, ROOT
+from analysis_lib.core.errors import AnalysisError
+from analysis_lib.core.paths import BOOK, ROOT
 
 #: Chromium's flags on a machine with no screen and a closed network (without the
 #: background-networking ones it tries Google's hosts at every start).

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis_lib import paper
+from analysis_lib.core import paper
 from analysis_lib.data.manifest import SimulatedSet, load_manifest
-from analysis_lib.findings import Verdict
-from analysis_lib.study import Profile
-from analysis_lib.train_config import TrainConfig
+from analysis_lib.report.findings import Verdict
+from analysis_lib.study.profiles import Profile
+from analysis_lib.training.config import TrainConfig
 
 #: The chapter whose results hold a headline, by headline.
 RATIOS_CHAPTER, MICHEL_CHAPTER = "sparse_vs_dense", "michel"

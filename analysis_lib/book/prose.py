@@ -7,14 +7,14 @@ written with ``×``, a fraction with two or more decimals (``0.959``), a duratio
 memory size. Not looked at: code (fenced blocks, notebook code cells, inline code), math, the
 YAML header, sections between ``<!-- … :start -->`` and ``<!-- … :end -->`` markers (written by
 a command), targets and criteria (a number after ``≤``, ``≥``, ``<`` or ``>``), and the study's
-own published numbers (:mod:`analysis_lib.paper`), which a page may quote beside ours.
+own published numbers (:mod:`analysis_lib.core.paper`), which a page may quote beside ours.
 """
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis_lib import paper
+from analysis_lib.core import paper
 
 #: Name → regular expression of each kind of result-like number.
 RESULT_PATTERNS = {

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis_lib.core.errors import DataError
+from analysis_lib.core.labels import NUM_CLASSES
 from analysis_lib.data.larcv_read import Larcv3File
 from analysis_lib.data.larcv_schema import ImageMeta, LazyFile
 from analysis_lib.data.projection import PROJECTIONS
-from analysis_lib.errors import DataError
-from analysis_lib.labels import NUM_CLASSES
 
 PROJECTION_NAMES = tuple(name for _, name in PROJECTIONS)
 

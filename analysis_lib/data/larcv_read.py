@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from analysis_lib.core.errors import DataError
 from analysis_lib.data.larcv_schema import (
     DATA_GROUP,
     EVENT_ID_TABLE,
@@ -24,7 +25,6 @@ from analysis_lib.data.larcv_schema import (
     image_meta_dtype,
     product_of_group,
 )
-from analysis_lib.errors import DataError
 
 # Fields the reader needs in each product table; particles are returned as stored.
 _TABLE_FIELDS = {

@@ -36,7 +36,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from analysis_lib.errors import DataError
+from analysis_lib.core.errors import DataError
 
 EVENTS_GROUP = "Events"
 EVENT_ID_TABLE = "event_id"

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from analysis_lib.core.errors import ConfigError, DataError
 from analysis_lib.data.larcv_schema import (
     CLUSTER_TYPES,
     DATA_GROUP,
@@ -31,7 +32,6 @@ from analysis_lib.data.larcv_schema import (
     image_meta_dtype,
     product_dim,
 )
-from analysis_lib.errors import ConfigError, DataError
 
 
 def _create_group(parent: h5py.Group, name: str) -> h5py.Group:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from analysis_lib.errors import ConfigError, DataError
-from analysis_lib.files import file_sha256, write_text
+from analysis_lib.core.errors import ConfigError, DataError
+from analysis_lib.core.files import file_sha256, write_text
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

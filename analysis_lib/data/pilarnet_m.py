@@ -30,11 +30,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from analysis_lib.core.errors import DataError
+from analysis_lib.core.labels import VoxelClass
 from analysis_lib.data.dataset import Event
 from analysis_lib.data.larcv_read import open_hdf5
 from analysis_lib.data.larcv_schema import ImageMeta, LazyFile
-from analysis_lib.errors import DataError
-from analysis_lib.labels import VoxelClass
 
 CUBE_PX = 768
 VOXEL_CM = 0.3

@@ -3,8 +3,8 @@ become EM shower (their bremsstrahlung photons look like showers)."""
 
 import numpy as np
 
-from analysis_lib.errors import DataError
-from analysis_lib.labels import VoxelClass
+from analysis_lib.core.errors import DataError
+from analysis_lib.core.labels import VoxelClass
 
 
 def relabel(label: np.ndarray, prim_ion: np.ndarray | None) -> np.ndarray:

@@ -7,10 +7,10 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from analysis_lib.core.errors import DataError
+from analysis_lib.core.labels import CLASS_NAMES, NUM_CLASSES, VoxelClass
 from analysis_lib.data.dataset import Event, open_dataset
 from analysis_lib.data.relabel import relabel
-from analysis_lib.errors import DataError
-from analysis_lib.labels import CLASS_NAMES, NUM_CLASSES, VoxelClass
 
 
 def class_counts(events: Iterable[Event]) -> np.ndarray:

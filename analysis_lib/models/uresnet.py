@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from analysis_lib import sparse
-from analysis_lib.errors import ConfigError
-from analysis_lib.labels import NUM_CLASSES
+from analysis_lib.core.errors import ConfigError
+from analysis_lib.core.labels import NUM_CLASSES
 from analysis_lib.sparse import nn as snn
 
 BACKENDS = ("sparse", "dense")

@@ -5,7 +5,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from analysis_lib.errors import ConfigError
+from analysis_lib.core.errors import ConfigError
 from analysis_lib.sim import constants as c
 from analysis_lib.sim import ledger as lg
 

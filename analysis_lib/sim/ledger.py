@@ -11,7 +11,7 @@ import math
 import numpy as np
 from numba import njit
 
-from analysis_lib.labels import VoxelClass
+from analysis_lib.core.labels import VoxelClass
 from analysis_lib.sim import constants as c
 
 # Kinds of stack entries (small ints, not PDG codes, so the engine can branch cheaply).

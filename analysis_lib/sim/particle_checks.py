@@ -13,7 +13,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.special import gammaln
 
-from analysis_lib.labels import VoxelClass
+from analysis_lib.core.labels import VoxelClass
 from analysis_lib.sim import constants as c
 from analysis_lib.sim import ledger as lg
 from analysis_lib.sim import transport as tr

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from analysis_lib.core.errors import ConfigError, StorageError
+from analysis_lib.core.files import atomic_output, refuse_existing
 from analysis_lib.data.larcv import PARTICLE_DTYPE, ImageMeta, Larcv3Writer
 from analysis_lib.data.projection import PROJECTIONS, project
-from analysis_lib.errors import ConfigError, StorageError
-from analysis_lib.files import atomic_output, refuse_existing
 from analysis_lib.sim import constants as c
 from analysis_lib.sim import ledger as lg
 from analysis_lib.sim import transport as tr
@@ -209,7 +209,7 @@ def simulate(
     clusters and particles); ``dim=2`` writes the three 2D projections (xy, yz, zx) of each 3D
     event. ``physics_overrides`` change :class:`PhysicsConfig` settings by name. An existing
     ``path`` is replaced only with ``overwrite``; the file appears only once complete (see
-    :func:`analysis_lib.files.atomic_output`).
+    :func:`analysis_lib.core.files.atomic_output`).
     """
     _check_arguments(n_events, size, seed, dim, workers)
     cfg = PhysicsConfig().with_overrides(**physics_overrides)

@@ -11,8 +11,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from analysis_lib import paper
-from analysis_lib.labels import CLASS_NAMES, VoxelClass
+from analysis_lib.core import paper
+from analysis_lib.core.labels import CLASS_NAMES, VoxelClass
 from analysis_lib.sim import constants as c
 from analysis_lib.sim import ledger as lg
 from analysis_lib.sim.checks import HOLDS, Check, Measured

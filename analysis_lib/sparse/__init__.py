@@ -8,6 +8,7 @@ and the modules in :mod:`analysis_lib.sparse.nn` equal dense convolution read at
 
 from analysis_lib.sparse import functional, nn
 from analysis_lib.sparse.dense import from_dense, to_dense
+from analysis_lib.sparse.downsample import DownsampleMap, build_downsample_map
 from analysis_lib.sparse.functional import (
     apply_feats,
     cat,
@@ -17,10 +18,8 @@ from analysis_lib.sparse.functional import (
     transposed_conv,
 )
 from analysis_lib.sparse.kmap import (
-    DownsampleMap,
     NeighbourMap,
     SiteSet,
-    build_downsample_map,
     build_neighbour_map,
     kernel_offsets,
     make_site_set,

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import Function, FunctionCtx, once_differentiable
 
-from analysis_lib.errors import EngineError
+from analysis_lib.core.errors import EngineError
 from analysis_lib.sparse.kernels import to_slots
 from analysis_lib.sparse.kmap import site_keys
 from analysis_lib.sparse.tensor import SparseTensor, check_coords

@@ -16,8 +16,9 @@ import torch
 from torch import Tensor
 from torch.autograd.function import Function, FunctionCtx, once_differentiable
 
-from analysis_lib.errors import EngineError
+from analysis_lib.core.errors import EngineError
 from analysis_lib.sparse import native
+from analysis_lib.sparse.downsample import DownsampleMap
 from analysis_lib.sparse.kernels import (
     compute_dtype,
     gather_slots,
@@ -29,7 +30,7 @@ from analysis_lib.sparse.kernels import (
     tn_mm,
     unsorted_rows,
 )
-from analysis_lib.sparse.kmap import DownsampleMap, NeighbourMap
+from analysis_lib.sparse.kmap import NeighbourMap
 from analysis_lib.sparse.tensor import SparseTensor
 
 __all__ = [

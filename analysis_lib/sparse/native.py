@@ -41,7 +41,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from analysis_lib.errors import EngineError
+from analysis_lib.core import env
+from analysis_lib.core.errors import EngineError
 
 SOURCE = Path(__file__).with_name("native.c")
 FLAGS = ("-O3", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC")
@@ -74,9 +75,13 @@ def _cache_folder() -> Path:
     return Path(base) / "analysis_lib"
 
 
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+
+
 def _compile(target: Path, flags: tuple[str, ...]) -> None:
     """Compile :data:`SOURCE` into ``target``, atomically (training workers may race)."""
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    compiler = _compiler()
     if compiler is None:
         raise OSError("no C compiler (cc or gcc) on PATH")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +99,7 @@ def instruction_set() -> str | None:
     name AVX-512 BF16, else ``"AVX512"`` or ``"AVX2"`` as torch finds the CPU; narrower where
     ``ANALYSIS_LIB_NATIVE`` asks (``fp32``, ``avx2``); None on other CPUs and where it is
     ``0``."""
-    setting = os.environ.get("ANALYSIS_LIB_NATIVE", "1")
+    setting = env.setting(env.NATIVE, "1")
     if setting not in SETTINGS:
         raise EngineError(f"ANALYSIS_LIB_NATIVE={setting!r} is none of {', '.join(SETTINGS)}")
     capability = torch.backends.cpu.get_cpu_capability()
@@ -146,6 +151,13 @@ def _build(isa: str) -> ctypes.CDLL | None:
     lib.norm_relu_forward.argtypes = [ptr, i64, i32, ptr, ptr, ctypes.c_float] + [ptr] * 5 + [i32]
     lib.norm_relu_backward.argtypes = [ptr, ptr, ptr, i64, i32] + [ptr] * 7 + [i32]
     return lib
+
+
+def planned() -> bool:
+    """Whether the C kernels are meant to serve this machine, decided without building them
+    (an instruction set and a C compiler): what a run's key and its precision read, so that
+    computing a key compiles nothing."""
+    return instruction_set() is not None and _compiler() is not None
 
 
 def available() -> bool:

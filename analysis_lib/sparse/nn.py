@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from analysis_lib.errors import ConfigError
+from analysis_lib.core.errors import ConfigError
 from analysis_lib.sparse import functional, native
 from analysis_lib.sparse.tensor import SparseTensor
 

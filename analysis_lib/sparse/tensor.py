@@ -5,12 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from analysis_lib.errors import EngineError
+from analysis_lib.core.errors import EngineError
+from analysis_lib.sparse.downsample import DownsampleMap, build_downsample_map
 from analysis_lib.sparse.kmap import (
-    DownsampleMap,
     NeighbourMap,
     SiteSet,
-    build_downsample_map,
     build_neighbour_map,
     make_site_set,
 )

@@ -1,0 +1,1 @@
+"""Errors, labels, files, typed fields and processes: what every floor uses."""

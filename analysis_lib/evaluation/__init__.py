@@ -1,0 +1,1 @@
+"""Inference, the study's metrics, resource measurement and Michel reconstruction."""

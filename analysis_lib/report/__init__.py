@@ -1,0 +1,1 @@
+"""Plots, tables and the findings: how results are shown and judged."""
