@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,8 +77,14 @@ BASELINE_COMMIT = "648ca26"
 ENGINE = ("analysis_lib/sparse", "analysis_lib/models")
 
 
+#: Modules the pinned engine imports that have moved since, by their old and new names.
+MOVED = {"analysis_lib.errors": "analysis_lib.core.errors",
+         "analysis_lib.labels": "analysis_lib.core.labels"}
+
+
 def hybrid_package(folder: Path, commit: str) -> Path:
-    """Today's package with :data:`ENGINE` replaced by the pinned ``commit``'s."""
+    """Today's package with :data:`ENGINE` replaced by the pinned ``commit``'s, its imports of
+    :data:`MOVED` modules pointed at their new places."""
     shutil.copytree(ROOT / "analysis_lib", folder / "analysis_lib",
                     ignore=shutil.ignore_patterns("__pycache__"))
     for part in ENGINE:
@@ -86,6 +93,12 @@ def hybrid_package(folder: Path, commit: str) -> Path:
                              check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
+    for part in ENGINE:
+        for path in (folder / part).rglob("*.py"):
+            text = path.read_text()
+            for old, new in MOVED.items():
+                text = re.sub(rf"\b{re.escape(old)}\b", new, text)
+            path.write_text(text)
     return folder
 
 

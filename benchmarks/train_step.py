@@ -24,6 +24,7 @@ each of the ci build's two training workers runs.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -43,10 +44,20 @@ WARMUP_STEPS = 10
 CI_SETS = {128: "sim3d_128_ci_train", 192: "sim3d_192_ci", 512: "sim3d_512_ci"}
 
 
+def _module(name: str, before: str):
+    """A module of the imported ``analysis_lib`` by today's name, or by the name it had before
+    the package took its floors (a baseline commit's checkout). Decided by the files of that
+    package, not by trying: an editable install would find today's module for a baseline."""
+    package = Path(importlib.import_module("analysis_lib").__file__).parent
+    today = package.joinpath(*name.split(".")[1:]).with_suffix(".py")
+    return importlib.import_module(name if today.is_file() else before)
+
+
 def _batches(path: str, n_batches: int):
     """The first ``n_batches`` batches of consecutive events of a file."""
     from analysis_lib.data import open_dataset
-    from analysis_lib.training.batching import collate
+
+    collate = _module("analysis_lib.training.batching", "analysis_lib.batching").collate
 
     with open_dataset(path, truth=False) as events:
         if N_EVENTS * n_batches > len(events):
@@ -66,7 +77,8 @@ def _child(root: str, dtype: str, threads: int, n_batches: int, samples: list[st
     torch.set_num_threads(threads)
 
     from analysis_lib.models import UResNet
-    from analysis_lib.training import loop as train
+
+    train = _module("analysis_lib.training.loop", "analysis_lib.train")
 
     engine = Path(sys.modules["analysis_lib"].__file__)
     assert engine.is_relative_to(Path(root).resolve()), f"imported the engine from {engine}"

@@ -98,3 +98,24 @@ def test_bf16_parity_child_trains_in_the_asked_precision_and_pairs_by_hand(tiny_
         assert json.loads(done.stdout.split("RESULT ")[1])["step_s"] > 0
         losses[bf16] = read_log(tmp_path / str(bf16))["loss"]
     assert not np.array_equal(losses[False], losses[True])  # bf16 products round differently
+
+
+@pytest.mark.slow
+def test_train_step_reaches_a_baseline_of_the_flat_layout(tmp_path):
+    """A baseline commit from before the package took its floors names its modules the old
+    way; the benchmark's child finds them either way."""
+    commit = "6aeb81a"
+    if subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT,
+                      capture_output=True).returncode:
+        pytest.skip(f"commit {commit} is not in this clone's history")
+    bench = ROOT / "benchmarks" / "train_step.py"
+    root = runpy.run_path(str(bench))["_unpack"](commit, tmp_path / "baseline")
+    code = (f"import runpy; find = runpy.run_path({str(bench)!r})['_module']; "
+            "print(find('analysis_lib.training.loop', 'analysis_lib.train').__file__); "
+            "print(find('analysis_lib.training.batching', 'analysis_lib.batching').__file__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [str(root / "analysis_lib" / "train.py"),
+                                  str(root / "analysis_lib" / "batching.py")]
