@@ -57,16 +57,19 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
 def markdown(times: BuildTimes) -> str:
     """The README's build section: one sentence of phases, one of the slowest notebooks."""
-    minutes = lambda s: f"{s / 60:.1f}"  # noqa: E731
-    phases = [f"data {minutes(times.data_s)}", f"training {minutes(times.training_s)}",
-              f"notebooks {minutes(sum(times.notebooks_s.values()))}"]
+    phases = [f"data {_duration(times.data_s)}", f"training {_duration(times.training_s)}",
+              f"notebooks {_duration(sum(times.notebooks_s.values()))}"]
     if times.book_s is not None:
-        phases.append(f"HTML {minutes(times.book_s)}")
+        phases.append(f"HTML {_duration(times.book_s)}")
     slowest = sorted(times.notebooks_s.items(), key=lambda kv: -kv[1])[:3]
     return (f"The last full build of the `{times.profile}` profile (commit {times.commit}) took "
-            f"**{minutes(times.total_s)} minutes** after set-up on {times.cores} cores of "
-            f"{times.cpu} (C kernels: {times.instruction_set}): "
-            f"{', '.join(phases)} minutes. Slowest notebooks: "
-            + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in slowest) + ".")
+            f"**{times.total_s / 60:.1f} minutes** after set-up on {times.cores} cores of "
+            f"{times.cpu} (C kernels: {times.instruction_set}): {', '.join(phases)}. "
+            f"Slowest notebooks: "
+            + ", ".join(f"{name} {_duration(seconds)}" for name, seconds in slowest) + ".")
