@@ -97,7 +97,9 @@ def _progress(job: _Job, name: str, elapsed: float) -> str:
 
 def train_all(experiments: Mapping[str, Experiment], workers: int,
               report: Callable[[str], None] = print,
-              scorings: Mapping[str, list[EvaluationCase]] | None = None) -> None:
+              scorings: Mapping[str, list[EvaluationCase]] | None = None,
+              progress: Callable[[str], None] | None = None,
+              progress_every: float | None = None) -> None:
     """Train every incomplete run of ``experiments`` (name -> run), ``workers`` at a time,
     then evaluate the runs ``scorings`` names on its cases (cached as
     :meth:`Experiment.evaluation` caches them, so the chapters read them).
@@ -110,10 +112,12 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
     starts once its parent is done; among ready runs, the longest chain goes first, and a
     run's evaluations wait for its training and for every ready training (they fill the cores
     a dependent chain leaves idle). While jobs run, each reports a progress line every
-    :data:`PROGRESS_EVERY_S`. A job that fails stops the others and is named; completed runs
-    and evaluations stay cached and an interrupted training resumes from its last checkpoint
-    next time.
+    ``progress_every`` seconds (default :data:`PROGRESS_EVERY_S`), through ``progress`` if
+    given (all running jobs in one line, for a terminal's in-place status), else ``report``.
+    A job that fails stops the others and is named; completed runs and evaluations stay
+    cached and an interrupted training resumes from its last checkpoint next time.
     """
+    every = progress_every or PROGRESS_EVERY_S
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
     names = {experiment.key: name for name, experiment in reversed(experiments.items())}
@@ -170,11 +174,16 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
                 running[process.sentinel] = (process, job, time.perf_counter())
             now = time.perf_counter()
             finished = multiprocessing.connection.wait(
-                list(running), max(0.0, reported + PROGRESS_EVERY_S - now))
-            if (now := time.perf_counter()) >= reported + PROGRESS_EVERY_S:
+                list(running), max(0.0, reported + every - now))
+            if (now := time.perf_counter()) >= reported + every:
                 reported = now
-                for _, job, start in running.values():
-                    report(_progress(job, names[job.run.key], now - start))
+                lines = [_progress(job, names[job.run.key], now - start)
+                         for _, job, start in running.values()]
+                if progress is not None and lines:
+                    progress(" · ".join(lines))
+                else:
+                    for line in lines:
+                        report(line)
             for sentinel in finished:
                 process, job, start = running.pop(sentinel)
                 process.join()

@@ -21,6 +21,7 @@ import yaml
 from nbclient.exceptions import DeadKernelError
 
 from analysis_lib.core import env
+from analysis_lib.core.console import Console
 from analysis_lib.core.errors import AnalysisError, DataError
 from analysis_lib.core.files import git_commit, held_lock
 from analysis_lib.core.paths import BOOK, ROOT
@@ -167,6 +168,11 @@ def _execute(source: Path, target: Path, profile: Profile) -> None:
     print(f"[reproduce] {name}: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
+#: How often a terminal's in-place training status is redrawn (a log gets a line every
+#: :data:`~analysis_lib.study.pool.PROGRESS_EVERY_S`).
+TERMINAL_PROGRESS_EVERY_S = 5.0
+
+
 def train_runs(profile: Profile) -> None:
     """Train the profile's runs before its chapters as its
     :class:`~analysis_lib.study.profiles.Training` says (see
@@ -185,8 +191,14 @@ def train_runs(profile: Profile) -> None:
             if scoring.run not in alone:
                 scorings.setdefault(scoring.run, []).append(
                     (manifest.path_of(scoring.test_set), scoring.relabeled))
-    train_all({name: run for name, run in runs.items() if name not in alone}, workers,
-              scorings=scorings)
+    console = Console()
+    try:
+        train_all({name: run for name, run in runs.items() if name not in alone}, workers,
+                  report=console.line, scorings=scorings,
+                  progress=console.progress if console.live else None,
+                  progress_every=TERMINAL_PROGRESS_EVERY_S if console.live else None)
+    finally:
+        console.close()
     print(f"[reproduce] training: done in {time.perf_counter() - start:.0f} s", flush=True)
 
 

@@ -407,6 +407,23 @@ def test_train_all_reports_each_training_while_it_runs(tiny_sample, tmp_path, mo
                             r"left", line) for line in progress)
 
 
+@pytest.mark.slow
+def test_train_all_gives_a_terminal_one_status_of_every_running_job(tiny_sample, tmp_path):
+    """With ``progress`` (a terminal's in-place status), each update is one line that names
+    every running job, and ``report`` keeps only the lines that stay."""
+    cfg = TrainConfig(data=str(tiny_sample), depth=3, filters=4, batch_size=2, iterations=60)
+    runs = {name: Experiment(dataclasses.replace(cfg, seed=seed), root=tmp_path)
+            for seed, name in enumerate(("a", "b"))}
+    lines, statuses = [], []
+    train_all(runs, workers=2, report=lines.append, progress=statuses.append,
+              progress_every=0.5)
+    assert statuses and not [line for line in lines if "iterations," in line]
+    part = (r"\[train\] [ab]: (\d+ of 60 iterations, [\d.]+ it/s, about \d+ min left|"
+            r"running for \d+ s)")
+    assert all(re.fullmatch(f"{part}( · {part})*", status) for status in statuses), statuses
+    assert any(" · " in status for status in statuses), statuses
+
+
 def test_computing_a_key_compiles_nothing_and_picks_no_device(tiny_sample, monkeypatch):
     from analysis_lib.sparse import native
 
