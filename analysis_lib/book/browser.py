@@ -140,7 +140,7 @@ def _check_page(browser, url: str, name: str, expected_images: int,
     try:
         page.goto(url, wait_until="load")
         page.wait_for_load_state("networkidle")
-        images = page.eval_on_selector_all("article img, main img, img",
+        images = page.eval_on_selector_all("img",
                                            "els => els.map(e => [e.currentSrc || e.src, "
                                            "e.complete && e.naturalWidth > 0])")
         broken = [src for src, ok in images if not ok]

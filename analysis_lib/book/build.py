@@ -66,8 +66,8 @@ def execute_stale(profile: str, book: Path = BOOK) -> list[str]:
     print(f"[book] {len(stale)} of {len(every)} chapters to execute ({profile} profile): "
           f"python {' '.join(command[1:])}", flush=True)
     if subprocess.run(command, cwd=ROOT).returncode != 0:
-        raise ChapterExecutionError(f"executing the {profile} profile's chapters failed (above); "
-                              f"fix it, or run `make book`, then build again")
+        raise ChapterExecutionError(f"executing the {profile} profile's chapters failed "
+                                    f"(above); fix it, or run `make book`, then build again")
     return stale
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 from analysis_lib.core import paper
 from analysis_lib.data.manifest import SimulatedSet, load_manifest
 from analysis_lib.report.findings import Verdict
+from analysis_lib.report.findings_report import counts
 from analysis_lib.study.profiles import Profile
 from analysis_lib.training.config import TrainConfig
 
@@ -19,9 +20,7 @@ RATIOS_CHAPTER, MICHEL_CHAPTER = "sparse_vs_dense", "michel"
 
 def findings_sentence(verdicts: list[Verdict], profile: str) -> str:
     """One Markdown sentence: how many of the study's claims this profile's book reproduces."""
-    statuses = [v.status for v in verdicts]
-    counts = {s: statuses.count(s) for s in dict.fromkeys(statuses)}
-    parts = ", ".join(f"**{n} {status}**" for status, n in counts.items())
+    parts = ", ".join(f"**{n} {status}**" for status, n in counts(verdicts).items() if n)
     return (f"Of the study's {len(verdicts)} claims that this book tests, the `{profile}` "
             f"profile's build finds: {parts}.")
 

@@ -10,6 +10,7 @@ a command), targets and criteria (a number after ``≤``, ``≥``, ``<`` or ``>`
 own published numbers (:mod:`analysis_lib.core.paper`), which a page may quote beside ours.
 """
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,8 @@ class TypedNumber:
         return f"{self.path}:{self.line}: {self.kind} {self.text!r}"
 
 
-def _published() -> set[float]:
+@functools.cache
+def _published() -> frozenset[float]:
     """The study's numbers, as fractions and as printed (0.939 and 93.9)."""
     values: set[float] = set()
 
@@ -70,7 +72,7 @@ def _published() -> set[float]:
     for name in dir(paper):
         if name.isupper():
             walk(getattr(paper, name))
-    return values
+    return frozenset(values)
 
 
 def _numbers_in(text: str) -> list[float]:

@@ -45,8 +45,8 @@ def artifacts_folder() -> Path:
     """Where trained runs are cached: ``$ANALYSIS_LIB_ARTIFACTS`` if set, else ``artifacts/``
     of the source checkout the package runs from, else of the working folder (an installed
     package must not write into site-packages)."""
-    if env.setting(env.ARTIFACTS):
-        return Path(env.setting(env.ARTIFACTS))
+    if folder := env.setting(env.ARTIFACTS):
+        return Path(folder)
     checkout = ROOT if (ROOT / "pyproject.toml").is_file() else Path.cwd()
     return checkout / "artifacts"
 
