@@ -29,8 +29,8 @@ PACKAGE = ROOT / "analysis_lib"
 #: lower ones. On the first floor the simulator writes the data's files, but the readers know
 #: no simulator and the engine neither.
 LAYERS = {"core": 0, "sim": 1, "data": 1, "sparse": 1, "models": 2, "training": 3,
-          "evaluation": 4, "study": 5, "report": 6, "book": 7, "cli": 8, "__main__": 9,
-          "__init__": 0}
+          "evaluation": 4, "study": 5, "chapters": 6, "report": 7, "book": 8, "cli": 9,
+          "__main__": 10, "__init__": 0}
 APART = {("data", "sim"), ("sim", "sparse"), ("sparse", "sim"), ("data", "sparse"),
          ("sparse", "data")}
 
@@ -149,14 +149,17 @@ def test_environment_yml_mirrors_pyproject_pins():
 
 
 def _chapter_attributes(name: str) -> set[str]:
-    """The attributes a notebook reads from its ``ch = chapter(...)`` object."""
+    """The attributes a notebook and its chapter module read from their ``ch`` object (the
+    notebook's ``ch = chapter(...)``, the module's ``compute(ch)``)."""
     notebook = jupytext.read(BOOK / "notebooks" / f"{name}.md")
+    sources = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    module = PACKAGE / "chapters" / f"{name}.py"
+    if module.exists():
+        sources.append(module.read_text())
     used = set()
-    for cell in notebook.cells:
-        if cell.cell_type == "code":
-            tree = ast.parse(cell.source)
-            used |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
-                     and isinstance(n.value, ast.Name) and n.value.id == "ch"}
+    for source in sources:
+        used |= {n.attr for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Attribute)
+                 and isinstance(n.value, ast.Name) and n.value.id == "ch"}
     return used - {"data", "runs", "trained", "data_set_of", "profile", "name"}
 
 

@@ -202,11 +202,6 @@ class MichelSummary:
         """The values in the order of :data:`TABLE6_ROWS` (the order of the fields)."""
         return list(dataclasses.astuple(self))
 
-    @classmethod
-    def from_record(cls, record: dict) -> MichelSummary:
-        """Read one back from a chapter's recorded results (JSON writes NaN as null)."""
-        return cls(**{k: math.nan if v is None else v for k, v in record.items()})
-
 
 #: Table VI's rows, in the study's order: the names of :class:`MichelSummary`'s fields.
 TABLE6_ROWS = ("sample size", "candidates", "true Michels", "ID purity", "ID efficiency",

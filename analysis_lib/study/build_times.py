@@ -3,9 +3,9 @@ beside the chapters' results, written into the README by ``findings --update-rea
 section between ``<!-- build:start -->`` and ``<!-- build:end -->``), so that the README's
 timings come from a build, not from a keyboard."""
 
-import dataclasses
 import os
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,18 +27,18 @@ class BuildTimes:
     instruction_set: str
     data_s: float
     training_s: float
-    notebooks_s: dict[str, float]
+    notebooks_s: Mapping[str, float]
     book_s: float | None
     total_s: float
 
     def record(self, where: Path | None = None) -> Path:
-        return results.record(RECORD, where, **dataclasses.asdict(self))
+        return results.record(RECORD, self, where)
 
     @classmethod
     def load(cls, recorded: dict[str, dict]) -> "BuildTimes | None":
         """The record among ``recorded`` (results by chapter), or None."""
         entry = recorded.get(RECORD)
-        return cls(**entry) if entry else None
+        return results.read(cls, RECORD, entry) if entry else None
 
 
 def cpu_model() -> str:

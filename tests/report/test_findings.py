@@ -1,16 +1,18 @@
 """The findings' criteria on hand-built results: each claim passes, fails and is untestable
 where its numbers say so."""
 
-import copy
 import dataclasses
+import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from analysis_lib.core.errors import DataError
+from analysis_lib.evaluation import evidence
 from analysis_lib.evaluation.metrics import Evaluation
-from analysis_lib.report import evidence, findings, findings_report
+from analysis_lib.report import findings, findings_report
 from analysis_lib.report.findings import NOT_REPRODUCED, NOT_TESTABLE, REPRODUCED
 from analysis_lib.study import results
 
@@ -38,40 +40,52 @@ def _good() -> dict:
         s["nonzero_accuracy_per_event"] = (acc + shared).tolist()
         return s
     curve = np.linspace(0.5, 0.9, 50)
+    michel = {"sample_size": 56, "candidates": 59, "true_michels": 60, "id_purity": 0.95,
+              "id_efficiency": 0.93, "cluster_efficiency": 0.94, "cluster_purity": 0.96,
+              "both_above_95": 0.8}
     return {
         "sparse_vs_dense": {
-            "device": "cpu",
-            "equal_setting": {"setting": "2D", "sparse": paired(0.92), "dense": paired(0.90)},
-            "ratios": [{"size": 64, "memory": 8.0, "time": 2.0},
-                       {"size": 128, "memory": 40.0, "time": 6.0}],
-            "batch_scan": [{"backend": "sparse", "batch": b, "memory": 0.01 * b, "time": 0.1 * b}
-                           for b in (1, 8, 32)]
-            + [{"backend": "dense", "batch": b, "memory": 0.5 * b, "time": 1.0 * b}
-               for b in (1, 4, 8)],
+            "device": "cpu", "table2": {}, "out_of_memory": [], "scan_size": 128,
+            "equal_setting": "2D", "equal": {"sparse": paired(0.92), "dense": paired(0.90)},
+            "ratios": [{"size": 64, "batch": 4, "memory": 8.0, "time": 2.0},
+                       {"size": 128, "batch": 4, "memory": 40.0, "time": 6.0}],
+            "batch_scan": [{"backend": "sparse", "batch": b, "memory": 0.01 * b, "time": 0.1 * b,
+                            "out_of_memory": False} for b in (1, 8, 32)]
+            + [{"backend": "dense", "batch": b, "memory": 0.5 * b, "time": 1.0 * b,
+                "out_of_memory": False} for b in (1, 4, 8)],
             "curves": {"sparse": {"wall_s": np.linspace(1, 50, 50).tolist(),
-                                  "accuracy": curve.tolist()},
+                                  "accuracy": curve.tolist(), "batch": 4, "iterations": 50},
                        "dense": {"wall_s": np.linspace(10, 500, 50).tolist(),
-                                 "accuracy": (curve - 0.1).tolist()}},
-            "accuracy_by_setting": [
-                {"size": 64, "batch": 4, "summary": _summary(0.85, 0.10, test_set="a")},
-                {"size": 64, "batch": 16, "summary": _summary(0.90, 0.06, test_set="a")},
-                {"size": 128, "batch": 4, "summary": _summary(0.92, 0.05, test_set="b")}],
+                                 "accuracy": (curve - 0.1).tolist(), "batch": 4,
+                                 "iterations": 50}},
+            "settings": [
+                {"size": 64, "batch": 4, "iterations": 500,
+                 "summary": _summary(0.85, 0.10, test_set="a")},
+                {"size": 64, "batch": 16, "iterations": 500,
+                 "summary": _summary(0.90, 0.06, test_set="a")},
+                {"size": 128, "batch": 4, "iterations": 500,
+                 "summary": _summary(0.92, 0.05, test_set="b")}],
         },
-        "learning_dynamics": {"shower_spread": {"sparse": [0.1, 0.12, 0.11, 0.1, 0.2, 0.2],
+        "learning_dynamics": {"iterations": {"sparse": list(range(6)), "dense": list(range(6))},
+                              "shower_spread": {"sparse": [0.1, 0.12, 0.11, 0.1, 0.2, 0.2],
                                                 "dense": [0.3, 0.31, 0.29, 0.3, 0.1, 0.1]}},
         "architecture": {
-            "device": "cpu",
+            "device": "cpu", "resource_size": 512, "resource_voxels": 1000,
             "scan": [{"depth": d, "filters": f, "summary": paired(0.80 + 0.002 * f)}
                      for d in (4, 5, 6) for f in (8, 16, 32)],
-            "resources": [{"filters": f, "mode": m, "memory": 0.1 * f, "time": 0.01 * f}
+            "resources": [{"filters": f, "mode": m, "memory": 0.1 * f, "time": 0.01 * f,
+                           "out_of_memory": False}
                           for f in (8, 16, 32) for m in ("inference", "train")]},
         "image_sizes": {"table4": [
             {"train": t, "test": s, "summary": _summary(0.80 + s / 1000, test_set=str(s))}
             for t in (64, 128) for s in (128, 192)]},
-        "mistakes": {"boundary": {
-            name: {"near_total": 1000, "near_wrong": w, "far_total": 10000, "far_wrong": 100}
-            for name, w in zip(("HIP", "MIP", "EM shower", "Delta ray", "Michel e-"),
-                               (100, 100, 100, 10, 12), strict=True)}},
+        "mistakes": {
+            "test_set": "t", "size": 64, "near": 5.0, "far": 15.0, "edges": [0, 4, 8],
+            "total": [[1, 1]] * 5, "wrong": [[0, 0]] * 5, "worst": [],
+            "boundary": {
+                name: {"near_total": 1000, "near_wrong": w, "far_total": 10000, "far_wrong": 100}
+                for name, w in zip(("HIP", "MIP", "EM shower", "Delta ray", "Michel e-"),
+                                   (100, 100, 100, 10, 12), strict=True)}},
         "relabeling": {"table5": {
             "train regular / test regular": _summary(0.9, classwise=(.9, .9, .9, .5, .3)),
             "train regular / test relabeled": _summary(0.9, classwise=(.9, .9, .9, .6, .6)),
@@ -79,9 +93,9 @@ def _good() -> dict:
             "train relabeled + weights / test relabeled": _summary(
                 0.9, classwise=(.9, .9, .9, .7, .7))}},
         "michel": {
-            "network": {"sample_size": 56, "candidates": 59, "true_michels": 60,
-                        "id_purity": 0.95, "id_efficiency": 0.93, "cluster_efficiency": 0.94,
-                        "cluster_purity": 0.96, "both_above_95": 0.8},
+            "network": michel, "network_cut": michel, "true_labels": michel,
+            "true_labels_cut": michel, "events": 100, "predicted_michel_voxels": 2000,
+            "true_michel_voxels": 2100,
             "spectrum": {"cut": 10, "candidates": [3] * 10 + list(range(10, 60)),
                          "true": [4] * 2 + list(range(10, 60))}},
     }
@@ -100,20 +114,20 @@ def test_no_results_make_every_claim_untestable():
 
 
 @pytest.mark.parametrize(("claim", "path", "value"), [
-    (1, ("sparse_vs_dense", "equal_setting", "dense"), "better"),
+    (1, ("sparse_vs_dense", "equal", "dense"), "better"),
     (2, ("sparse_vs_dense", "ratios", 1, "time"), 1.5),
-    (4, ("sparse_vs_dense", "accuracy_by_setting", 1, "summary"), "worse"),
+    (4, ("sparse_vs_dense", "settings", 1, "summary"), "worse"),
     (5, ("sparse_vs_dense", "curves", "dense", "accuracy", -1), 0.99),
     (6, ("learning_dynamics", "shower_spread", "dense"), [0.1] * 6),
     (8, ("image_sizes", "table4", 0, "summary", "classwise_accuracy"), [.2, .9, .9, .5, .4]),
-    (9, ("mistakes", "boundary", "MIP", "near_wrong"), 100 * 0.1),
+    (9, ("mistakes", "boundary", "MIP", "near_wrong"), 10),
     (10, ("relabeling", "table5", "train relabeled / test relabeled", "classwise_accuracy"),
      [.9, .9, .9, .6, .35]),
     (11, ("michel", "network", "id_purity"), 0.5),
     (12, ("michel", "spectrum", "candidates"), [3] + list(range(10, 60))),
 ])
 def test_claim_fails_when_its_numbers_say_so(claim, path, value):
-    res = copy.deepcopy(_good())
+    res = _good()
     node = res
     for key in path[:-1]:
         node = node[key]
@@ -127,9 +141,7 @@ def test_claim_fails_when_its_numbers_say_so(claim, path, value):
 
 def test_settings_are_compared_only_at_equal_iterations():
     res = _good()
-    settings = res["sparse_vs_dense"]["accuracy_by_setting"]
-    for s in settings:
-        s["iterations"] = 500
+    settings = res["sparse_vs_dense"]["settings"]
     # a longer-trained network at 64 px, batch 16, and its 128 px twin: the size pair
     settings += [{"size": 64, "batch": 16, "iterations": 1000,
                   "summary": _summary(0.95, 0.04, test_set="a")},
@@ -158,7 +170,7 @@ def test_filter_claim_needs_two_depths_and_wall_time_is_gpu_only():
 
 def test_small_michel_sample_is_untestable():
     res = _good()
-    res["michel"]["network"]["true_michels"] = 20
+    res["michel"]["network"] = {**res["michel"]["network"], "true_michels": 20}
     assert _status(res)[11] == NOT_TESTABLE
 
 
@@ -174,12 +186,29 @@ def test_markdown_table_counts_verdicts():
     assert text.splitlines()[-1] == "reproduced: 12, not reproduced: 0, not testable: 0"
 
 
+@dataclasses.dataclass(frozen=True)
+class _Result:
+    value: float
+    array: tuple[int, ...]
+    missing: float
+    keyed: Mapping[str, int]
+
+
 def test_results_round_trip_with_numpy_and_nan(tmp_path):
-    results.record("chapter", where=tmp_path, value=np.float32(0.5), array=np.arange(3),
-                   missing=float("nan"), keyed={4: 1}, series=pd.Series([1.5, np.nan]))
-    assert results.load_all(tmp_path) == {"chapter": {"value": 0.5, "array": [0, 1, 2],
-                                                      "missing": None, "keyed": {"4": 1},
-                                                      "series": [1.5, None]}}
+    results.record("chapter", _Result(np.float32(0.5), np.arange(3), float("nan"), {4: 1}),
+                   tmp_path)
+    back = results.read(_Result, "chapter", results.load_all(tmp_path)["chapter"])
+    assert (back.value, back.array, back.keyed) == (0.5, (0, 1, 2), {"4": 1})
+    assert math.isnan(back.missing)
+
+
+def test_a_record_that_does_not_match_its_class_names_the_field(tmp_path):
+    good = _good()
+    good["relabeling"]["table5s"] = good["relabeling"].pop("table5")
+    with pytest.raises(DataError, match="relabeling results: unknown key 'table5s'"):
+        findings.judge(good)
+    with pytest.raises(TypeError, match="records a dataclass"):
+        results.record("chapter", {"value": 1}, tmp_path)
 
 
 def test_readme_section_is_replaced_between_markers(tmp_path):

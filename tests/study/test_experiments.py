@@ -334,7 +334,8 @@ def _keys_after_appending(package: Path, relative: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("cosmetic", [
     "report/plots.py",  # the class colours
-    "report/tables.py", "report/findings.py", "report/findings_report.py",
+    "evaluation/tables.py", "evaluation/evidence.py", "report/findings.py",
+    "report/findings_report.py", "chapters/relabeling.py", "chapters/michel.py",
     "book/pages.py", "core/paper.py", "cli.py",
 ])
 def test_a_cosmetic_change_keeps_every_network_and_evaluation(tmp_path, cosmetic):

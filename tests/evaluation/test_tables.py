@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from analysis_lib.evaluation.metrics import Evaluation
-from analysis_lib.report.tables import (
+from analysis_lib.evaluation.tables import (
     classwise_columns,
     dense_over_sparse,
     depth_filter_grid,

@@ -1,4 +1,5 @@
-"""How a difference counts in the findings: values with standard errors, and the tests on them.
+"""How a difference counts in the findings: values with standard errors, the tests on them, and
+the :class:`Part` of a claim that a chapter's judge returns.
 
 A difference counts only where it exceeds its standard error: over events for accuracies (paired
 when both networks scored the same events), and about std / sqrt(2 (n - 1)) for a spread over n
@@ -13,6 +14,15 @@ import numpy as np
 from scipy import stats
 
 from analysis_lib.evaluation.metrics import Evaluation
+
+
+@dataclass(frozen=True)
+class Part:
+    """One tested (or untestable) part of a claim: ``passed`` is None when not testable, with
+    ``ours`` saying why; otherwise ``ours`` gives the numbers that decided it."""
+
+    passed: bool | None
+    ours: str
 
 
 @dataclass(frozen=True)
