@@ -63,7 +63,8 @@ def _duration(seconds: float) -> str:
 
 def markdown(times: BuildTimes) -> str:
     """The README's build section: one sentence of phases, one of the slowest notebooks."""
-    phases = [f"data {_duration(times.data_s)}", f"training {_duration(times.training_s)}",
+    phases = [f"data {_duration(times.data_s)}",
+              f"training (with the data sets made beside it) {_duration(times.training_s)}",
               f"notebooks {_duration(sum(times.notebooks_s.values()))}"]
     if times.book_s is not None:
         phases.append(f"HTML {_duration(times.book_s)}")

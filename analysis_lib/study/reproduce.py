@@ -11,7 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import jupytext
@@ -25,7 +27,7 @@ from analysis_lib.core.console import Console
 from analysis_lib.core.errors import AnalysisError, DataError
 from analysis_lib.core.files import git_commit, held_lock
 from analysis_lib.core.paths import BOOK, ROOT
-from analysis_lib.data.manifest import SimulatedSet, load_manifest, make_missing
+from analysis_lib.data.manifest import SimulatedSet, load_manifest, make_set, missing_sets
 from analysis_lib.sim.config import GENERATOR_VERSION
 from analysis_lib.sim.simulate import simulate
 from analysis_lib.sparse import native
@@ -173,16 +175,21 @@ def _execute(source: Path, target: Path, profile: Profile) -> None:
 TERMINAL_PROGRESS_EVERY_S = 5.0
 
 
-def train_runs(profile: Profile) -> None:
+def train_runs(profile: Profile, missing: Sequence[str] = ()) -> None:
     """Train the profile's runs before its chapters as its
     :class:`~analysis_lib.study.profiles.Training` says (see
     :func:`~analysis_lib.study.pool.train_all`), and evaluate them on the held-out sets
-    the chapters' ``scorings`` list; the chapters then find both cached. With one worker every
-    chapter trains and evaluates its runs when it first needs them."""
+    the chapters' ``scorings`` list; the chapters then find both cached. The ``missing`` data
+    sets are made by the same workers, each before the first run that reads it (the
+    chain of the main network need not wait for the sets that only later runs and the
+    chapters read). With one worker every chapter trains and evaluates its runs when it first
+    needs them, and the missing sets are made here first."""
     workers, alone = profile.training.workers, profile.training.alone
-    if workers == 1:
-        return
     manifest = load_manifest(profile.manifest_path)
+    if workers == 1:
+        for name in missing:
+            _report_built(make_set(manifest, name, build_simulated_set), manifest)
+        return
     runs = profile_runs(profile.runs, manifest.path_of, data_sha256=manifest.sha256_of)
     start = time.perf_counter()
     scorings: dict[str, list[tuple[Path, bool]]] = {}
@@ -196,7 +203,9 @@ def train_runs(profile: Profile) -> None:
         train_all({name: run for name, run in runs.items() if name not in alone}, workers,
                   report=console.line, scorings=scorings,
                   progress=console.progress if console.live else None,
-                  progress_every=TERMINAL_PROGRESS_EVERY_S if console.live else None)
+                  progress_every=TERMINAL_PROGRESS_EVERY_S if console.live else None,
+                  data={manifest.path_of(name): partial(make_in_worker, profile.manifest_path,
+                                                        name) for name in missing})
     finally:
         console.close()
     print(f"[reproduce] training: done in {time.perf_counter() - start:.0f} s", flush=True)
@@ -213,22 +222,37 @@ def build_book(book: Path = BOOK) -> None:
         raise BuildError(f"jupyter-book build failed (exit {result.returncode})")
 
 
-def build_simulated_set(entry: SimulatedSet, path: Path) -> Path:
-    """The manifest's builder: simulate a set with its recorded seed, size and dimension."""
+def build_simulated_set(entry: SimulatedSet, path: Path, workers: int | None = None) -> Path:
+    """The manifest's builder: simulate a set with its recorded seed, size and dimension, on
+    ``workers`` processes (default: every core, with a progress bar)."""
     if entry.generator_version != GENERATOR_VERSION:
         raise DataError(f"{entry.name}: the manifest asks for generator version "
                         f"{entry.generator_version!r} but this code is version "
                         f"{GENERATOR_VERSION!r}; use a matching release or update the manifest")
-    return simulate(path, entry.n_events, entry.size, entry.seed, dim=entry.dim)
+    return simulate(path, entry.n_events, entry.size, entry.seed, dim=entry.dim,
+                    workers=workers, progress=workers is None)
 
 
-def make_data(profile_name: str, manifest_path: Path) -> list[Path]:
-    """Build the profile's missing simulated sets and verify every hash the manifest records."""
+def make_in_worker(manifest_path: Path, name: str) -> Path:
+    """Make one simulated set in a training worker, which has one core (picklable by name)."""
+    return make_set(load_manifest(manifest_path), name, partial(build_simulated_set, workers=1))
+
+
+def _report_built(path: Path, manifest) -> None:
+    print(f"[data] built {path.relative_to(manifest.data_dir.parent)}", flush=True)
+
+
+def make_data(profile_name: str, manifest_path: Path, later: bool = False) -> list[str]:
+    """Verify every hash the manifest records for the profile's simulated sets and build the
+    missing ones; with ``later`` build none and return their names (for :func:`train_runs`,
+    whose workers make them as the trainings need them)."""
     manifest = load_manifest(manifest_path)
-    built = make_missing(manifest, profile_name, build_simulated_set)
-    for path in built:
-        print(f"[data] built {path.relative_to(manifest.data_dir.parent)}", flush=True)
-    return built
+    missing = missing_sets(manifest, profile_name)
+    if later:
+        return missing
+    for name in missing:
+        _report_built(make_set(manifest, name, build_simulated_set), manifest)
+    return []
 
 
 #: The lock a build of this checkout holds while it runs (see :func:`reproduce`).
@@ -246,17 +270,19 @@ def reproduce(profile_name: str, only: list[str] | None = None, skip_build: bool
                    f"({holder}); wait for it to finish, or pass --wait to queue behind it",
                    wait):
         start = time.perf_counter()
-        make_data(profile_name, profile.manifest_path)
+        full = only is None
+        missing = make_data(profile_name, profile.manifest_path,
+                            later=full and profile.training.workers > 1)
         data_done = time.perf_counter()
-        if only is None:
-            train_runs(profile)
+        if full:
+            train_runs(profile, missing)
         training_done = time.perf_counter()
         notebooks = execute_notebooks(profile, only=only)
         notebooks_done = time.perf_counter()
         if not skip_build:
             build_book()
         end = time.perf_counter()
-        if only is None:  # a full build: the README's timings come from this record
+        if full:  # a full build: the README's timings come from this record
             BuildTimes(profile_name, git_commit(ROOT), cpu_model(), usable_cores(),
                        native.instruction_set() or "none (im2col)", data_done - start,
                        training_done - data_done, notebooks,

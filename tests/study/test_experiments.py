@@ -1,6 +1,7 @@
 """Cached runs and resource measurements."""
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -263,6 +264,34 @@ def test_train_all_evaluates_after_training_and_caches(tiny_sample, tmp_path):
     assert lines == []
     with pytest.raises(ConfigError, match=r"runs not being trained here: \['other'\]"):
         train_all(runs, workers=2, scorings={"other": [(tiny_sample, False)]})
+
+
+def test_train_all_makes_each_data_file_before_the_runs_that_read_it(tiny_sample, tmp_path):
+    """The file the longest chain reads comes first, its run starts as soon as it is made,
+    a file no run reads is made too, and a file that cannot be made is named."""
+    common = {"depth": 3, "filters": 4, "batch_size": 2, "iterations": 2}
+    specs = {"long": {**common, "data": "first", "iterations": 6},
+             "tuned": {**common, "data": "second", "init": "long"},
+             "short": {**common, "data": "second"}}
+    files = {name: tmp_path / "data" / f"{name}.h5" for name in ("first", "second", "read_later")}
+    runs = profile_runs(_specs(specs), files.__getitem__, root=tmp_path / "runs",
+                        data_sha256=lambda name: file_sha256(tiny_sample))
+    files["first"].parent.mkdir()
+    data = {path: functools.partial(shutil.copyfile, tiny_sample, path) for path in files.values()}
+    lines: list[str] = []
+    train_all(runs, workers=2, report=lines.append, data=data)
+    assert all(path.read_bytes() == tiny_sample.read_bytes() for path in files.values())
+    started = [line.split(":")[0] for line in lines if line.split()[2] == "started"]
+    assert started[:2] == ["[data] first.h5", "[data] second.h5"]  # the long chain's first
+    assert started.index("[data] read_later.h5") > started.index("[train] short")
+    done = {line.split(":")[0]: i for i, line in enumerate(lines) if ": done in" in line}
+    assert lines.index(next(x for x in lines if x.startswith("[train] long: started"))) \
+        > done["[data] first.h5"]
+    missing = tmp_path / "nowhere" / "x.h5"
+    with pytest.raises(AnalysisError, match=r"making x\.h5 failed: .*FileNotFoundError.*"
+                       r"\(traceback in .*x\.h5\.failure\.log\)"):
+        train_all({}, workers=2, report=lambda line: None,
+                  data={missing: functools.partial(shutil.copyfile, tmp_path / "none", missing)})
 
 
 def test_train_all_names_the_failing_run(tmp_path, capfd):
