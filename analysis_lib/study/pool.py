@@ -5,7 +5,6 @@ line naming a worker that fails."""
 
 import multiprocessing
 import multiprocessing.connection
-import os
 import signal
 import time
 import traceback
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from analysis_lib.core.errors import AnalysisError, ConfigError, one_line_warnings
 from analysis_lib.core.processes import preloaded_context
+from analysis_lib.study.build_times import usable_cores
 from analysis_lib.study.experiments import EvaluationCase, Experiment
 from analysis_lib.training import checkpoints
 
@@ -171,7 +171,7 @@ def train_all(experiments: Mapping[str, Experiment], workers: int,
         cost[str(path)] = max((cost[k] for k, run in pending.items()
                                if Path(run.config.data) == path), default=0.0)
     names.update({str(path): path.name for path in making})
-    threads = max(1, len(os.sched_getaffinity(0)) // workers)
+    threads = max(1, usable_cores() // workers)
     context = preloaded_context(__name__)
     running: dict[int, tuple[multiprocessing.process.BaseProcess, _Job, float]] = {}
     total, started = len(pending), 0
