@@ -10,7 +10,12 @@ scored, in fp32, on the ci test set and on fresh events simulated from a seed no
 project uses; the paired difference (bf16 - fp32) and its standard error are taken over the
 per-event accuracies of the same events.
 
+One pair cannot tell bf16's cost from the spread of trainings: ``--train-seeds`` trains a pair
+per training seed (one pair at a time, side by side) and ends with the mean of the per-seed
+differences and its standard error over seeds, the spread of trajectories included.
+
     python benchmarks/bf16_parity.py [--iterations 2640] [--fresh-events 150] [--seed 31]
+                                     [--train-seeds 0 1 2 3]
 """
 
 from __future__ import annotations
@@ -58,12 +63,23 @@ def _result(proc: subprocess.Popen, name: str) -> dict:
     return json.loads(line.removeprefix("RESULT "))
 
 
+def mean_and_error(values: list[float]) -> tuple[float, float]:
+    """Mean of ``values`` and its standard error."""
+    mean = sum(values) / len(values)
+    var = sum((x - mean) ** 2 for x in values) / (len(values) - 1)
+    return mean, math.sqrt(var / len(values))
+
+
 def paired(a: list[float], b: list[float]) -> tuple[float, float]:
     """Mean of ``b - a`` over paired events and its standard error."""
-    d = [y - x for x, y in zip(a, b, strict=True)]
-    mean = sum(d) / len(d)
-    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1)
-    return mean, math.sqrt(var / len(d))
+    return mean_and_error([y - x for x, y in zip(a, b, strict=True)])
+
+
+def train_pair(data: Path, recipe: dict, out: str) -> dict[str, float]:
+    """Train the recipe in fp32 and in bf16 side by side into ``out``; each one's step time."""
+    procs = {name: _train({"data": str(data), "recipe": recipe, "bf16": name == "bf16",
+                           "out": f"{out}/{name}"}) for name in ("fp32", "bf16")}
+    return {name: _result(proc, name)["step_s"] for name, proc in procs.items()}
 
 
 def main() -> None:
@@ -72,6 +88,8 @@ def main() -> None:
     parser.add_argument("--fresh-events", type=int, default=150)
     parser.add_argument("--seed", type=int, default=31,
                         help="of the fresh events (no file of data_manifest.yaml uses it)")
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=None,
+                        help="a pair per training seed (default: the recipe's seed)")
     args = parser.parse_args()
     from analysis_lib.evaluation.inference import evaluate
     from analysis_lib.sim import simulate
@@ -83,25 +101,32 @@ def main() -> None:
     manifest = load_manifest(ROOT / "data_manifest.yaml")
     data = manifest.path_of(run.data)
     test = manifest.path_of(run.data.replace("_train", "_test"))
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = simulate(Path(tmp) / "fresh.h5", args.fresh_events, 128, args.seed)
-        procs = {name: _train({"data": str(data), "recipe": recipe, "bf16": name == "bf16",
-                               "out": f"{tmp}/{name}"}) for name in ("fp32", "bf16")}
-        steps = {name: _result(proc, name)["step_s"] for name, proc in procs.items()}
-        last = f"checkpoint_{recipe['iterations']}.pt"
-        scores = {(name, sample): evaluate(f"{tmp}/{name}/{last}", path)
-                  for name in procs for sample, path in (("test", test), ("fresh", fresh))}
+    seeds = args.train_seeds or [recipe.get("seed", 0)]
+    last = f"checkpoint_{recipe['iterations']}.pt"
     print(f"[3D, 128 px, 5-16], the ci profile's main recipe, {recipe['iterations']} "
-          f"iterations, one thread each; step: fp32 {steps['fp32']:.3f} s, bf16 "
-          f"{steps['bf16']:.3f} s")
-    print(f"{'events':>28} {'fp32':>16} {'bf16':>16} {'bf16 - fp32':>18}")
-    for sample, label in (("test", f"ci test set ({test.name})"),
-                          ("fresh", f"fresh (seed {args.seed})")):
-        a, b = scores["fp32", sample], scores["bf16", sample]
-        diff, sem = paired(list(a.nonzero_accuracy_per_event), list(b.nonzero_accuracy_per_event))
-        print(f"{label:>28} {a.nonzero_accuracy:>9.2%} ± {a.nonzero_accuracy_sem:.2%} "
-              f"{b.nonzero_accuracy:>9.2%} ± {b.nonzero_accuracy_sem:.2%} "
-              f"{diff:>+11.2%} ± {sem:.2%}")
+          f"iterations, one thread each")
+    print(f"{'seed':>4} {'events':>28} {'fp32':>16} {'bf16':>16} {'bf16 - fp32':>18} "
+          f"{'step fp32 / bf16 (s)':>22}")
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = simulate(Path(tmp) / "fresh.h5", args.fresh_events, 128, args.seed,
+                         progress=False)
+        samples = {f"ci test set ({test.name})": test, f"fresh (seed {args.seed})": fresh}
+        differences: dict[str, list[float]] = {label: [] for label in samples}
+        for seed in seeds:
+            steps = train_pair(data, {**recipe, "seed": seed}, f"{tmp}/{seed}")
+            for label, path in samples.items():
+                a, b = (evaluate(f"{tmp}/{seed}/{name}/{last}", path) for name in ("fp32", "bf16"))
+                diff, sem = paired(list(a.nonzero_accuracy_per_event),
+                                   list(b.nonzero_accuracy_per_event))
+                differences[label].append(diff)
+                print(f"{seed:>4} {label:>28} {a.nonzero_accuracy:>9.2%} ± "
+                      f"{a.nonzero_accuracy_sem:.2%} {b.nonzero_accuracy:>9.2%} ± "
+                      f"{b.nonzero_accuracy_sem:.2%} {diff:>+11.2%} ± {sem:.2%} "
+                      f"{steps['fp32']:>11.3f} / {steps['bf16']:.3f}", flush=True)
+    if len(seeds) > 1:
+        for label, values in differences.items():
+            mean, sem = mean_and_error(values)
+            print(f"over {len(seeds)} seeds, {label}: bf16 - fp32 {mean:+.2%} ± {sem:.2%}")
 
 
 if __name__ == "__main__":
