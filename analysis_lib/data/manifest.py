@@ -232,10 +232,35 @@ def verify(manifest: Manifest, names: Sequence[str] | None = None) -> list[tuple
     return [(name, _check_hash(manifest, name)) for name in names]
 
 
-def missing_sets(manifest: Manifest, profile: str) -> list[str]:
-    """The simulated sets of ``profile`` that are not on disk yet, in manifest order; those on
-    disk are checked against their recorded hash (DataError on a mismatch, the file left
-    untouched). A ConfigError if no simulated set belongs to ``profile``."""
+def make_missing(
+    manifest: Manifest, profile: str, build: Callable[[SimulatedSet, Path], Path]
+) -> list[Path]:
+    """Build the simulated files of ``profile`` that are not on disk yet.
+
+    Existing files are never rebuilt: they are checked against their recorded hash
+    (DataError on a mismatch). Each missing file is built by ``build(simulated_set, path)``
+    and checked against its recorded hash where there is one.
+
+    Parameters
+    ----------
+    manifest : Manifest
+    profile : str
+        Profile name, e.g. ``"ci"``.
+    build : callable (SimulatedSet, Path) -> Path
+        Writes the set to the given path and returns it (the simulator, passed in).
+
+    Returns
+    -------
+    list of Path
+        The files that were built, in manifest order.
+
+    Raises
+    ------
+    ConfigError
+        If no simulated set belongs to ``profile``.
+    DataError
+        Hash mismatch of an existing or freshly built file, or a builder that wrote nothing.
+    """
     sets = manifest.sets_for(profile)
     if not sets:
         profiles = sorted({p for s in manifest.simulated for p in s.profiles})
@@ -243,31 +268,22 @@ def missing_sets(manifest: Manifest, profile: str) -> list[str]:
             f"{manifest.source or 'manifest'}: no simulated set for profile {profile!r}; "
             f"known profiles: {', '.join(profiles) or 'none'}"
         )
-    return [sim.name for sim in sets if _check_hash(manifest, sim.name) == "missing"]
-
-
-def make_set(manifest: Manifest, name: str, build: Callable[[SimulatedSet, Path], Path]) -> Path:
-    """Write simulated set ``name`` with ``build(simulated_set, path)`` (which must write
-    exactly ``path``) and check it against its recorded hash (DataError otherwise)."""
-    path = manifest.path_of(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    result = Path(build(manifest.entry(name), path))
-    if result != path or not path.is_file():
-        raise DataError(
-            f"{path}: the builder for {name!r} did not write this file "
-            f"(it returned {result}); it must write exactly the path it is given"
-        )
-    _check_hash(manifest, name)
-    return path
-
-
-def make_missing(
-    manifest: Manifest, profile: str, build: Callable[[SimulatedSet, Path], Path]
-) -> list[Path]:
-    """Build the simulated files of ``profile`` that are not on disk yet
-    (:func:`missing_sets`, each by :func:`make_set`); existing files are never rebuilt.
-    Returns the files built, in manifest order."""
-    return [make_set(manifest, name, build) for name in missing_sets(manifest, profile)]
+    built = []
+    for sim in sets:
+        path = manifest.path_of(sim.name)
+        if path.is_file():
+            _check_hash(manifest, sim.name)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        result = Path(build(sim, path))
+        if result != path or not path.is_file():
+            raise DataError(
+                f"{path}: the builder for {sim.name!r} did not write this file "
+                f"(it returned {result}); it must write exactly the path it is given"
+            )
+        _check_hash(manifest, sim.name)
+        built.append(path)
+    return built
 
 
 _ITEM = re.compile(r"^\s*-\s+name:\s*(\S+?)\s*(#.*)?$")

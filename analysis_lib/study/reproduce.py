@@ -6,6 +6,7 @@ The notebooks' sources are MyST text notebooks in ``book/notebooks``; the execut
 ``book/executed`` (git-ignored), which is what the book renders.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from analysis_lib.core.console import Console
 from analysis_lib.core.errors import AnalysisError, DataError
 from analysis_lib.core.files import git_commit, held_lock
 from analysis_lib.core.paths import BOOK, ROOT
-from analysis_lib.data.manifest import SimulatedSet, load_manifest, make_set, missing_sets
+from analysis_lib.data.manifest import SimulatedSet, load_manifest, make_missing, verify
 from analysis_lib.sim.config import GENERATOR_VERSION
 from analysis_lib.sim.simulate import simulate
 from analysis_lib.sparse import native
@@ -185,11 +186,11 @@ def train_runs(profile: Profile, missing: Sequence[str] = ()) -> None:
     chapters read). With one worker every chapter trains and evaluates its runs when it first
     needs them, and the missing sets are made here first."""
     workers, alone = profile.training.workers, profile.training.alone
-    manifest = load_manifest(profile.manifest_path)
     if workers == 1:
-        for name in missing:
-            _report_built(make_set(manifest, name, build_simulated_set), manifest)
+        if missing:
+            make_data(profile.name, profile.manifest_path)
         return
+    manifest = load_manifest(profile.manifest_path)
     runs = profile_runs(profile.runs, manifest.path_of, data_sha256=manifest.sha256_of)
     start = time.perf_counter()
     scorings: dict[str, list[tuple[Path, bool]]] = {}
@@ -233,13 +234,13 @@ def build_simulated_set(entry: SimulatedSet, path: Path, workers: int | None = N
                     workers=workers, progress=workers is None)
 
 
-def make_in_worker(manifest_path: Path, name: str) -> Path:
-    """Make one simulated set in a training worker, which has one core (picklable by name)."""
-    return make_set(load_manifest(manifest_path), name, partial(build_simulated_set, workers=1))
-
-
-def _report_built(path: Path, manifest) -> None:
-    print(f"[data] built {path.relative_to(manifest.data_dir.parent)}", flush=True)
+def make_in_worker(manifest_path: Path, name: str) -> list[Path]:
+    """Make one simulated set, checked against its recorded hash, in a training worker, which
+    has one core (picklable by name)."""
+    manifest = load_manifest(manifest_path)
+    entry = manifest.entry(name)
+    alone = dataclasses.replace(manifest, simulated=(entry,))
+    return make_missing(alone, entry.profiles[0], partial(build_simulated_set, workers=1))
 
 
 def make_data(profile_name: str, manifest_path: Path, later: bool = False) -> list[str]:
@@ -247,11 +248,11 @@ def make_data(profile_name: str, manifest_path: Path, later: bool = False) -> li
     missing ones; with ``later`` build none and return their names (for :func:`train_runs`,
     whose workers make them as the trainings need them)."""
     manifest = load_manifest(manifest_path)
-    missing = missing_sets(manifest, profile_name)
-    if later:
-        return missing
-    for name in missing:
-        _report_built(make_set(manifest, name, build_simulated_set), manifest)
+    names = [s.name for s in manifest.sets_for(profile_name)]
+    if later and names:
+        return [name for name, status in verify(manifest, names) if status == "missing"]
+    for path in make_missing(manifest, profile_name, build_simulated_set):
+        print(f"[data] built {path.relative_to(manifest.data_dir.parent)}", flush=True)
     return []
 
 
