@@ -81,7 +81,8 @@ def test_build_times_round_trip_and_read_as_minutes(tmp_path):
     assert loaded == times
     text = build_times.markdown(times)
     assert "**20.0 minutes**" in text and "2 cores of Some CPU" in text
-    assert "training 15.0 min" in text and "HTML 1.5 min" in text
+    assert "training (with the data sets made beside it) 15.0 min" in text
+    assert "HTML 1.5 min" in text
     assert "notebooks 2.6 min" in text and "data 1.0 min" in text
     assert "michel 2.0 min, mistakes 30 s, findings 6 s." in text
     assert BuildTimes.load({}) is None
