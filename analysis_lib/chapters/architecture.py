@@ -10,7 +10,7 @@ import pandas as pd
 from analysis_lib.core import paper
 from analysis_lib.evaluation.evidence import Part, improves, linear_r2
 from analysis_lib.evaluation.metrics import Evaluation
-from analysis_lib.evaluation.resources import ModelSpec, measure_cases
+from analysis_lib.evaluation.resources import ModelSpec, case_rows, cases_frame, measure_cases
 from analysis_lib.evaluation.tables import depth_filter_grid
 from analysis_lib.study import results
 from analysis_lib.study.profiles import Chapter
@@ -59,16 +59,7 @@ class Architecture:
                                   for c in self.scan})
 
     def resources_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.resources).rename(
-            columns={"memory": "memory (GB)", "time": "wall time (s)"})
-
-
-def costs(frame: pd.DataFrame) -> tuple[Cost, ...]:
-    """:func:`~analysis_lib.evaluation.resources.measure_cases`'s rows (labelled ``filters``
-    and ``mode``) as results."""
-    return tuple(Cost(int(r["filters"]), str(r["mode"]), float(r["memory (GB)"]),
-                      float(r["wall time (s)"]), bool(r["out of memory"]))
-                 for r in frame.to_dict("records"))
+        return cases_frame(self.resources)
 
 
 def compute(ch: Chapter) -> Architecture:
@@ -82,7 +73,7 @@ def compute(ch: Chapter) -> Architecture:
     cases = [({"filters": filters, "mode": mode}, ModelSpec(3, RESOURCE_DEPTH, filters, "sparse"),
               batch, mode) for filters in RESOURCE_FILTERS for mode in ("inference", "train")]
     result = Architecture(ch.device, scan, batch.spatial_size, int(batch.coords.shape[0]),
-                          costs(measure_cases(cases, ch.device, ch.repeats)))
+                          case_rows(measure_cases(cases, ch.device, ch.repeats), Cost))
     results.record(NAME, result)
     return result
 

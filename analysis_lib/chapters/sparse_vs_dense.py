@@ -20,7 +20,14 @@ from analysis_lib.evaluation.evidence import (
     spread_shrinks,
 )
 from analysis_lib.evaluation.metrics import Evaluation
-from analysis_lib.evaluation.resources import ModelSpec, Table2, measure_cases, measure_table2
+from analysis_lib.evaluation.resources import (
+    ModelSpec,
+    Table2,
+    case_rows,
+    cases_frame,
+    measure_cases,
+    measure_table2,
+)
 from analysis_lib.evaluation.tables import classwise_columns, dense_over_sparse
 from analysis_lib.study import results
 from analysis_lib.study.profiles import Chapter
@@ -97,8 +104,7 @@ class SparseVsDense:
         return pd.DataFrame(self.ratios, columns=["size", "batch", "memory", "time"])
 
     def batch_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.batch_scan).rename(
-            columns={"memory": "memory (GB)", "time": "wall time (s)"})
+        return cases_frame(self.batch_scan)
 
     def equal_frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Classwise accuracy of the equal-setting pair and its standard errors."""
@@ -117,14 +123,6 @@ def ratios(table2: Table2) -> tuple[DenseOverSparse, ...]:
     frame = dense_over_sparse(table2.frame, table2.settings)
     return tuple(DenseOverSparse(int(r.size), int(r.batch), float(r.memory), float(r.time))
                  for r in frame.itertuples())
-
-
-def batch_costs(scan: pd.DataFrame) -> tuple[BatchCost, ...]:
-    """:func:`~analysis_lib.evaluation.resources.measure_cases`'s rows (labelled ``backend``
-    and ``batch``) as results."""
-    return tuple(BatchCost(str(r["backend"]), int(r["batch"]), float(r["memory (GB)"]),
-                           float(r["wall time (s)"]), bool(r["out of memory"]))
-                 for r in scan.to_dict("records"))
 
 
 def curve(log: Mapping[str, np.ndarray], batch: int, iterations: int) -> Curve:
@@ -157,7 +155,7 @@ def compute(ch: Chapter) -> SparseVsDense:
     result = SparseVsDense(
         device=ch.device, table2=table2.frame.to_dict(), out_of_memory=table2.out_of_memory,
         ratios=ratios(table2), scan_size=first_events(path_2d, 1, dim=2).spatial_size,
-        batch_scan=batch_costs(scan),
+        batch_scan=case_rows(scan, BatchCost),
         curves={backend: curve(run.log(), run.config.batch_size, run.config.iterations)
                 for backend, run in curve_nets.items()},
         equal_setting=f"[{cfg.dim}D, {curve_size} px], batch {cfg.batch_size}",

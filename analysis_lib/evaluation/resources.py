@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from queue import Empty
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,7 @@ class Table2Setting(Protocol):
     train: bool
     repeats: int | None
 GB = 1024**3
+T = TypeVar("T")
 
 
 class ResourceError(AnalysisError, RuntimeError):
@@ -203,6 +204,23 @@ def measure_cases(cases: Iterable[tuple[Mapping[str, object], ModelSpec, Batch, 
         rows.append({**labels, "memory (GB)": m.memory_delta_bytes / GB,
                      "wall time (s)": m.wall_s_median, "out of memory": m.out_of_memory})
     return pd.DataFrame(rows)
+
+
+#: :func:`measure_cases`'s measurement columns, by the field names of a result row holding them.
+MEASURED_FIELDS = {"memory (GB)": "memory", "wall time (s)": "time",
+                   "out of memory": "out_of_memory"}
+
+
+def case_rows(cases: pd.DataFrame, row: Callable[..., T]) -> tuple[T, ...]:
+    """:func:`measure_cases`'s rows as ``row(**labels, memory=, time=, out_of_memory=)``
+    objects (Python scalars, so that they are recorded and read back as they are)."""
+    return tuple(row(**{MEASURED_FIELDS.get(k, k): v for k, v in r.items()})
+                 for r in cases.to_dict("records"))
+
+
+def cases_frame(rows: Sequence[object]) -> pd.DataFrame:
+    """:func:`case_rows`'s objects back as :func:`measure_cases`'s table."""
+    return pd.DataFrame(rows).rename(columns={v: k for k, v in MEASURED_FIELDS.items()})
 
 
 @dataclass(frozen=True)

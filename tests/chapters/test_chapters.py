@@ -17,7 +17,7 @@ from analysis_lib.chapters import (
 )
 from analysis_lib.evaluation.inference import load_model, predict
 from analysis_lib.evaluation.michel import relabeled_truth
-from analysis_lib.evaluation.resources import ModelSpec, measure_cases, measure_table2
+from analysis_lib.evaluation.resources import ModelSpec, case_rows, measure_cases, measure_table2
 from analysis_lib.report import findings
 from analysis_lib.study import results
 from analysis_lib.study.chapter_params import TABLE5_COLUMNS, Table2Column
@@ -52,14 +52,14 @@ def tiny_results(tiny_sample, tmp_path_factory):
     computed = {
         sparse_vs_dense.NAME: sparse_vs_dense.SparseVsDense(
             "cpu", table2.frame.to_dict(), table2.out_of_memory, sparse_vs_dense.ratios(table2),
-            SIZE, sparse_vs_dense.batch_costs(scan), {"sparse": curve, "dense": curve},
+            SIZE, case_rows(scan, sparse_vs_dense.BatchCost), {"sparse": curve, "dense": curve},
             "[3D, 32 px], batch 2", {"sparse": plain, "dense": plain},
             (sparse_vs_dense.Setting(SIZE, 2, 30, plain),
              sparse_vs_dense.Setting(SIZE, 4, 30, plain))),
         learning_dynamics.NAME: learning_dynamics.from_logs({"sparse": log, "dense": log}),
         architecture.NAME: architecture.Architecture(
             "cpu", tuple(architecture.Cell(d, f, plain) for d in (3, 4) for f in (8, 32)), SIZE,
-            len(batch.coords), architecture.costs(costs)),
+            len(batch.coords), case_rows(costs, architecture.Cost)),
         image_sizes.NAME: image_sizes.ImageSizes(tuple(
             image_sizes.Cell(train, test, plain) for train in (16, 32) for test in (32, 64))),
         mistakes.NAME: mistakes.from_predictions(list(predict(model, tiny_sample)), SIZE, "tiny"),
